@@ -1,0 +1,30 @@
+"""robustvae: the shared library of the book *How VAEs help and fail at making ML robust*.
+
+One module per concern: :mod:`~robustvae.data` (datasets), :mod:`~robustvae.models`
+(classifier, VAE), :mod:`~robustvae.training` and :mod:`~robustvae.cache` (training through the
+model cache), :mod:`~robustvae.plotting` (style and figures), :mod:`~robustvae.utils` (seeds,
+devices, parameter checks).
+"""
+
+from .cache import cache_dir, load_or_train
+from .data import DATASETS, DataSourceError, load_dataset, stratified_subset
+from .models import VAE, Classifier
+from .training import (
+    ClassifierConfig,
+    VAEConfig,
+    accuracy,
+    get_classifier,
+    get_vae,
+    predict_logits,
+    vae_metrics,
+)
+from .utils import check_choice, check_positive, resolve_device, seed_everything, setup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATASETS", "DataSourceError", "load_dataset", "stratified_subset",
+    "VAE", "Classifier", "ClassifierConfig", "VAEConfig", "get_classifier", "get_vae",
+    "accuracy", "predict_logits", "vae_metrics", "cache_dir", "load_or_train",
+    "seed_everything", "resolve_device", "check_choice", "check_positive", "setup",
+]

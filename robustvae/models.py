@@ -1,0 +1,251 @@
+"""The models of the book: a small CNN classifier and a convolutional VAE.
+
+The VAE is written as three swappable parts (an encoder giving ``mu`` and ``log_var``, a
+decoder giving the parameters of ``p(x|z)``, and a likelihood) so that later chapters can
+bring beta-TCVAE objectives, conditional VAEs or Lipschitz-constrained networks without
+rewriting it.
+
+References
+----------
+Kingma & Welling (2014), *Auto-Encoding Variational Bayes*, ICLR.
+Higgins et al. (2017), *beta-VAE*, ICLR.
+Burda, Grosse & Salakhutdinov (2016), *Importance Weighted Autoencoders*, ICLR.
+Loaiza-Ganem & Cunningham (2019), *The continuous Bernoulli*, NeurIPS.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Classifier", "ConvEncoder", "ConvDecoder", "VAE", "LIKELIHOODS", "gaussian_kl"]
+
+#: Decoder likelihoods p(x|z) the VAE supports.
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class Classifier(nn.Module):
+    """A small CNN for 28x28 grey images: two 3x3 convolutions, max-pooling, two dense layers.
+
+    ``forward(x)`` takes ``(B, 1, 28, 28)`` images in [0, 1] and returns ``(B, n_classes)`` logits.
+    """
+
+    def __init__(self, n_classes: int = 10, width: int = 32, dropout: float = 0.25):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),          # 14x14
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 7x7
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width * 49, 128), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(128, n_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ConvEncoder(nn.Module):
+    """q(z|x) = N(mu(x), diag(exp(log_var(x)))): two stride-2 convolutions and a dense layer.
+
+    ``forward(x)`` returns ``(mu, log_var)``, each ``(B, latent_dim)``.
+    """
+
+    def __init__(self, latent_dim: int = 16, width: int = 32, hidden: int = 256):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width, 4, 2, 1), nn.ReLU(),              # 14x14
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.ReLU(),      # 7x7
+            nn.Flatten(), nn.Linear(2 * width * 49, hidden), nn.ReLU(),
+        )
+        self.mu = nn.Linear(hidden, latent_dim)
+        self.log_var = nn.Linear(hidden, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.mu(h), self.log_var(h).clamp(-12.0, 8.0)
+
+
+class ConvDecoder(nn.Module):
+    """The mirror of :class:`ConvEncoder`: ``forward(z)`` gives ``(B, 1, 28, 28)`` logits."""
+
+    def __init__(self, latent_dim: int = 16, width: int = 32, hidden: int = 256):
+        super().__init__()
+        self.width = width
+        self.body = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, 2 * width * 49), nn.ReLU(),
+            nn.Unflatten(1, (2 * width, 7, 7)),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(),  # 14x14
+            nn.ConvTranspose2d(width, 1, 4, 2, 1),                      # 28x28
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(z)
+
+
+def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(log_var))) || N(0, I)) per example, summed over latent dimensions.
+
+    KL = 1/2 * sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1)   (Kingma & Welling 2014, App. B).
+    """
+    return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0).sum(dim=-1)
+
+
+class VAE(nn.Module):
+    """A variational autoencoder with a Gaussian encoder and a choice of decoder likelihood.
+
+    Parameters
+    ----------
+    latent_dim : size of z; the prior is p(z) = N(0, I).
+    width, hidden : channel and dense widths of the default convolutional networks.
+    likelihood : ``p(x|z)`` for pixels in [0, 1], one of :data:`LIKELIHOODS`:
+
+        * ``"bernoulli"`` (default): ``log p(x|z) = sum_i x_i log p_i + (1 - x_i) log(1 - p_i)``,
+          the usual binary cross-entropy. On grey-level pixels it is not a normalised density,
+          which is part of why likelihood-based OOD detection fails (chapter on OOD).
+        * ``"continuous-bernoulli"``: the normalised version on [0, 1] (Loaiza-Ganem &
+          Cunningham 2019), used by Barrett et al. (2022).
+        * ``"gaussian"``: ``N(x; sigmoid(logits), obs_std^2)`` with a fixed ``obs_std``.
+    beta : weight of the KL term in the training objective (beta-VAE, Higgins et al. 2017);
+        ``elbo()`` itself is always the true ELBO (beta = 1).
+    encoder, decoder : optional modules replacing the default networks (same signatures as
+        :class:`ConvEncoder` and :class:`ConvDecoder`).
+
+    Shapes: ``x`` is ``(B, 1, 28, 28)``; ``mu``, ``log_var``, ``z`` are ``(B, latent_dim)``.
+
+    Example
+    -------
+    >>> vae = VAE(latent_dim=8)
+    >>> x = torch.rand(4, 1, 28, 28)
+    >>> out = vae.elbo(x)
+    >>> out["elbo"].shape
+    torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 16,
+        width: int = 32,
+        hidden: int = 256,
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+        obs_std: float = 0.1,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+    ):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"Unknown likelihood {likelihood!r}. Valid: {', '.join(LIKELIHOODS)}.")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}.")
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood
+        self.beta = float(beta)
+        self.obs_std = float(obs_std)
+        self.encoder = encoder if encoder is not None else ConvEncoder(latent_dim, width, hidden)
+        self.decoder = decoder if decoder is not None else ConvDecoder(latent_dim, width, hidden)
+
+    # -- the three parts ---------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, log_var)`` of q(z|x)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder logits, ``(B, 1, 28, 28)``: the parameters of p(x|z)."""
+        return self.decoder(z)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I) (the reparameterisation trick)."""
+        return mu + (0.5 * log_var).exp() * torch.randn_like(mu)
+
+    def mean_image(self, logits: torch.Tensor) -> torch.Tensor:
+        """E[x|z] under the decoder likelihood, in [0, 1]."""
+        if self.likelihood == "continuous-bernoulli":
+            return torch.distributions.ContinuousBernoulli(logits=logits).mean
+        return torch.sigmoid(logits)
+
+    def log_px_given_z(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per example (summed over pixels), in nats."""
+        if self.likelihood == "bernoulli":
+            ll = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        elif self.likelihood == "continuous-bernoulli":
+            ll = torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x)
+        else:
+            mean = torch.sigmoid(logits)
+            ll = -0.5 * ((x - mean) / self.obs_std).pow(2) - math.log(self.obs_std) - 0.5 * LOG_2PI
+        return ll.flatten(1).sum(dim=1)
+
+    # -- what chapters use ---------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One stochastic pass: ``(logits, mu, log_var)``."""
+        mu, log_var = self.encode(x)
+        z = self.reparameterize(mu, log_var)
+        return self.decode(z), mu, log_var
+
+    def reconstruct(self, x: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        """E[x|z] for z ~ q(z|x) (``sample=True``) or z = mu(x) (``sample=False``)."""
+        mu, log_var = self.encode(x)
+        z = self.reparameterize(mu, log_var) if sample else mu
+        return self.mean_image(self.decode(z))
+
+    def elbo(self, x: torch.Tensor, n_samples: int = 1) -> dict[str, torch.Tensor]:
+        """The evidence lower bound, per example (nats), with its two terms.
+
+        ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)), the expectation estimated with
+        ``n_samples`` reparameterised samples and the KL in closed form.
+        Returns a dict with ``elbo``, ``rec`` (the expected log-likelihood) and ``kl``, each ``(B,)``.
+        """
+        mu, log_var = self.encode(x)
+        rec = 0.0
+        for _ in range(n_samples):
+            z = self.reparameterize(mu, log_var)
+            rec = rec + self.log_px_given_z(x, self.decode(z))
+        rec = rec / n_samples
+        kl = gaussian_kl(mu, log_var)
+        return {"elbo": rec - kl, "rec": rec, "kl": kl}
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The training objective: mean over the batch of -(E_q[log p(x|z)] - beta * KL)."""
+        out = self.elbo(x)
+        return -(out["rec"] - self.beta * out["kl"]).mean()
+
+    def iwae(self, x: torch.Tensor, k: int = 64, chunk: int = 16) -> torch.Tensor:
+        """Importance-weighted estimate of log p(x) per example (nats), with ``k`` samples.
+
+        log p(x) >= L_k = E[log (1/k) sum_i p(x, z_i) / q(z_i|x)],  z_i ~ q(z|x)
+        (Burda et al. 2016, Eq. 8). L_1 is the ELBO and L_k grows with k towards log p(x).
+        Samples are drawn in chunks of ``chunk`` to bound memory.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}.")
+        mu, log_var = self.encode(x)
+        std = (0.5 * log_var).exp()
+        log_ws = []
+        done = 0
+        while done < k:
+            m = min(chunk, k - done)
+            eps = torch.randn((m,) + mu.shape, device=mu.device, dtype=mu.dtype)
+            z = mu.unsqueeze(0) + std.unsqueeze(0) * eps                    # (m, B, d)
+            logits = self.decode(z.flatten(0, 1))                          # (m*B, 1, 28, 28)
+            x_rep = x.unsqueeze(0).expand((m,) + x.shape).flatten(0, 1)
+            log_px = self.log_px_given_z(x_rep, logits).view(m, -1)         # (m, B)
+            log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+            log_qz = -0.5 * (eps.pow(2) + LOG_2PI + log_var.unsqueeze(0)).sum(-1)
+            log_ws.append(log_px + log_pz - log_qz)
+            done += m
+        log_w = torch.cat(log_ws, dim=0)
+        return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` images E[x|z] with z ~ p(z) = N(0, I)."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, device=device)
+        return self.mean_image(self.decode(z))

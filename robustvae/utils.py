@@ -1,0 +1,99 @@
+"""Seeds, devices, parameter checks and the one-line notebook setup."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+__all__ = ["seed_everything", "resolve_device", "check_choice", "check_positive", "setup"]
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (CPU and CUDA) with ``seed``.
+
+    Together with deterministic batching in :mod:`robustvae.training`, the same machine gives
+    the same numbers on every run.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}.")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    torch.manual_seed(int(seed))
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(int(seed))
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` gives CUDA when present, else the CPU; ``"cpu"`` / ``"cuda"`` are taken as asked.
+
+    Raises ``ValueError`` for an unknown name or for ``"cuda"`` on a machine without CUDA.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
+        raise ValueError(f"Unknown device {device!r}. Valid devices: {', '.join(DEVICES)} (or 'cuda:N').")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but this machine has no CUDA GPU; use 'auto' or 'cpu'.")
+    return torch.device(device)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """Raise a ``ValueError`` naming the valid values unless ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(
+            f"Unknown value {value!r} for parameter {name!r}. Valid values: "
+            + ", ".join(repr(c) for c in choices)
+            + "."
+        )
+    return value
+
+
+def check_positive(name: str, value: Any, *, integer: bool = True, allow_zero: bool = False) -> Any:
+    """Raise a ``ValueError`` unless ``value`` is a positive (or non-negative) number."""
+    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "integer" if integer else "number"
+        sign = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"Parameter {name!r} must be a {sign} {what}, got {value!r}.")
+    return value
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("robustvae")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def setup(*, seed: int = 0, device: str = "auto", dataset: str | None = None) -> torch.device:
+    """The first call of every chapter: check parameters, seed everything, set the plot style.
+
+    Returns the resolved ``torch.device``. Messages (data source, cache hits and misses) go to
+    stderr, which the book's regression tests do not compare.
+    """
+    from . import data, plotting
+
+    _configure_logging()
+    if dataset is not None:
+        check_choice("dataset", dataset, data.DATASETS)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    plotting.set_style()
+    os.environ.setdefault("TQDM_MININTERVAL", "5")
+    return dev

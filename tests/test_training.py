@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+import robustvae as rv
+from robustvae import cache
+
+
+def test_tiny_vae_trains_deterministically_and_is_cached():
+    cfg = rv.VAEConfig(n_train=200, epochs=2, latent_dim=4, width=8, hidden=32)
+    vae, hist = rv.get_vae(cfg, device="cpu")
+    assert len(hist["train_loss"]) == 2 and len(hist["test_elbo"]) == 2
+    assert hist["train_loss"][1] < hist["train_loss"][0]
+    again, _ = rv.get_vae(cfg, device="cpu", retrain=True)
+    for (k, a), b in zip(vae.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), f"training is not deterministic ({k})"
+    assert cache.checkpoint_path(cfg).exists()
+
+
+def test_tiny_classifier_learns():
+    clf, hist = rv.get_classifier(n_train=1000, epochs=3, width=16, device="cpu")
+    x, y = rv.load_dataset("mnist-5k", "test")
+    assert rv.accuracy(clf, x[:300], y[:300]) > 0.6
+    assert hist["test_acc"][-1] > 0.6
+
+
+def test_unknown_config_fields_and_values_fail_clearly():
+    with pytest.raises(ValueError, match="Unknown VAEConfig field"):
+        rv.get_vae(epoch=3)
+    with pytest.raises(ValueError, match="Unknown value 'mnist-10k' for parameter 'dataset'"):
+        rv.VAEConfig(dataset="mnist-10k")
+    with pytest.raises(ValueError, match="likelihood"):
+        rv.VAEConfig(likelihood="laplace")
+    with pytest.raises(ValueError, match="positive integer"):
+        rv.ClassifierConfig(epochs=0)
+    with pytest.raises(ValueError, match="beta"):
+        rv.VAEConfig(beta=-0.5)
+
+
+def test_vae_metrics_are_consistent():
+    vae = rv.VAE(latent_dim=4, width=8, hidden=32)
+    x, _ = rv.load_dataset("mnist-5k", "test")
+    m = rv.vae_metrics(vae, x[:64])
+    assert set(m) == {"elbo", "rec", "kl", "mse"}
+    assert m["kl"] >= 0 and 0 <= m["mse"] <= 1
+    assert abs(m["elbo"] - (m["rec"] - m["kl"])) < 1e-3 * abs(m["elbo"]) + 1e-3
