@@ -1,11 +1,13 @@
 """robustvae: the shared library of the book *How VAEs help and fail at making ML robust*.
 
 One module per concern: :mod:`~robustvae.data` (datasets), :mod:`~robustvae.models`
-(classifier, VAE), :mod:`~robustvae.training` and :mod:`~robustvae.cache` (training through the
+(classifier, VAE), :mod:`~robustvae.attacks` (FGSM, PGD, attacks on VAEs),
+:mod:`~robustvae.training` and :mod:`~robustvae.cache` (training through the
 model cache), :mod:`~robustvae.plotting` (style and figures), :mod:`~robustvae.utils` (seeds,
 devices, parameter checks).
 """
 
+from . import attacks, cache, data, models, plotting, training, utils
 from .cache import cache_dir, load_or_train
 from .data import DATASETS, DataSourceError, load_dataset, stratified_subset
 from .models import VAE, Classifier
