@@ -95,5 +95,7 @@ def setup(*, seed: int = 0, device: str = "auto", dataset: str | None = None) ->
     dev = resolve_device(device)
     seed_everything(seed)
     plotting.set_style()
+    # NumPy >= 2 writes scalars as 'np.float64(0.5)'; glued numbers in the book's prose need '0.5'.
+    np.set_printoptions(legacy="1.25")
     os.environ.setdefault("TQDM_MININTERVAL", "5")
     return dev
