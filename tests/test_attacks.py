@@ -95,3 +95,119 @@ def test_max_damage_moves_the_reconstruction_more_than_random_noise():
     noise = attacks.project(x + torch.randn_like(x), x, eps, "l2")
     with torch.no_grad():
         assert (attacks.reconstruction_distance(vae, x_adv, x) >= attacks.reconstruction_distance(vae, noise, x)).all()
+
+
+# --- L-BFGS (Szegedy et al. 2014) ---------------------------------------------------------
+def test_lbfgs_reaches_the_target_in_the_box(tiny_classifier_and_data):
+    model, x, y = tiny_classifier_and_data
+    x, y = x[:16], y[:16]
+    target = (y + 1) % 10
+    x_adv = attacks.lbfgs(model, x, target, search_steps=3, max_iter=30, batch_size=8)
+    assert x_adv.shape == x.shape
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        assert (model(x_adv).argmax(1) == target).float().mean() >= 0.9
+    # a perturbation, not a replacement: far smaller than the images themselves
+    assert attacks.perturbation_norm(x_adv, x, "l2").median() < 0.5 * x.flatten(1).norm(dim=1).median()
+
+
+def test_lbfgs_binary_search_only_shrinks_successful_perturbations(tiny_classifier_and_data):
+    model, x, y = tiny_classifier_and_data
+    x, y = x[:8], y[:8]
+    target = (y + 3) % 10
+    one = attacks.lbfgs(model, x, target, c_init=0.01, search_steps=1, max_iter=30)
+    more = attacks.lbfgs(model, x, target, c_init=0.01, search_steps=4, max_iter=30)
+    with torch.no_grad():
+        ok_one = model(one).argmax(1) == target
+        ok_more = model(more).argmax(1) == target
+    assert ok_one.all() and ok_more.all()   # c = 0.01 is small enough to succeed everywhere
+    n_one, n_more = attacks.perturbation_norm(one, x, "l2"), attacks.perturbation_norm(more, x, "l2")
+    assert (n_more <= n_one + 1e-4).all() and (n_more < n_one - 1e-3).any()
+
+
+def test_lbfgs_bad_arguments(tiny_classifier_and_data):
+    model, x, y = tiny_classifier_and_data
+    with pytest.raises(ValueError, match="c_init"):
+        attacks.lbfgs(model, x[:2], y[:2], c_init=0.0)
+    with pytest.raises(ValueError, match="target"):
+        attacks.lbfgs(model, x[:2], y[:3])
+
+
+def test_perturbation_norm():
+    x = torch.zeros(2, 1, 28, 28)
+    x_adv = x.clone()
+    x_adv[0, 0, 0, :4] = 0.5
+    assert torch.allclose(attacks.perturbation_norm(x_adv, x, "linf"), torch.tensor([0.5, 0.0]))
+    assert torch.allclose(attacks.perturbation_norm(x_adv, x, "l2"), torch.tensor([1.0, 0.0]))
+
+
+# --- latent-space attack on a VAE (Tabacof et al. 2016; Gondim-Ribeiro et al. 2018) ------
+def test_latent_kl_matches_the_prior_kl_and_vanishes_on_itself():
+    torch.manual_seed(0)
+    mu, log_var = torch.randn(5, 4), torch.randn(5, 4)
+    zeros = torch.zeros(5, 4)
+    assert torch.allclose(attacks.latent_kl(mu, log_var, zeros, zeros), rv.models.gaussian_kl(mu, log_var), atol=1e-5)
+    assert torch.allclose(attacks.latent_kl(mu, log_var, mu, log_var), torch.zeros(5), atol=1e-6)
+    assert (attacks.latent_kl(mu, log_var, mu + 1, log_var) > 0).all()
+
+
+class _LinearEncoder(nn.Module):
+    """mu = W x, log_var = V x + b: a random encoder whose posteriors differ between digits."""
+
+    def __init__(self, latent_dim=4):
+        super().__init__()
+        self.mu = nn.Linear(784, latent_dim)
+        self.log_var = nn.Linear(784, latent_dim)
+        with torch.no_grad():
+            self.mu.weight.mul_(10.0)
+            self.log_var.weight.mul_(0.1)
+            self.log_var.bias.fill_(-2.0)
+
+    def forward(self, x):
+        h = x.flatten(1)
+        return self.mu(h), self.log_var(h)
+
+
+@pytest.fixture(scope="module")
+def tiny_vae_and_pairs():
+    torch.manual_seed(0)
+    vae = rv.VAE(latent_dim=4, width=8, hidden=32, encoder=_LinearEncoder(4)).eval()
+    x, _ = rv.load_dataset("mnist-5k", "test")
+    return vae, x[:8], x[8:16]
+
+
+@pytest.mark.parametrize("norm,eps", [("l2", 0.3), ("linf", 0.02)])
+def test_latent_attack_within_budget_in_box_and_moves_the_encoding(tiny_vae_and_pairs, norm, eps):
+    vae, x, x_target = tiny_vae_and_pairs
+    x_adv = attacks.latent_attack(vae, x, x_target, eps=eps, norm=norm, steps=30)
+    assert (attacks.perturbation_norm(x_adv, x, norm) <= eps + 1e-4).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        mu_t, lv_t = vae.encode(x_target)
+        before = attacks.latent_kl(*vae.encode(x), mu_t, lv_t)
+        after = attacks.latent_kl(*vae.encode(x_adv), mu_t, lv_t)
+    assert (after < before).all()
+
+
+def test_latent_attack_succeeds_with_a_large_budget(tiny_vae_and_pairs):
+    vae, x, x_target = tiny_vae_and_pairs
+    x_adv = attacks.latent_attack(vae, x, x_target, eps=5.0, norm="l2", steps=100)
+    with torch.no_grad():
+        mu_t, lv_t = vae.encode(x_target)
+        before = attacks.latent_kl(*vae.encode(x), mu_t, lv_t)
+        after = attacks.latent_kl(*vae.encode(x_adv), mu_t, lv_t)
+        d_adv = attacks.reconstruction_distance(vae, x_adv, x_target)
+        d_src = attacks.reconstruction_distance(vae, x, x_target)
+    assert (after < 0.01 * before).all()
+    assert (d_adv < d_src).all()
+
+
+def test_latent_attack_penalty_and_bad_arguments(tiny_vae_and_pairs):
+    vae, x, x_target = tiny_vae_and_pairs
+    free = attacks.latent_attack(vae, x, x_target, eps=5.0, steps=30)
+    penalised = attacks.latent_attack(vae, x, x_target, eps=5.0, steps=30, lam=50.0)
+    assert (attacks.perturbation_norm(penalised, x, "l2").mean() < attacks.perturbation_norm(free, x, "l2").mean())
+    with pytest.raises(ValueError, match="shape"):
+        attacks.latent_attack(vae, x, x_target[:2], eps=1.0)
+    with pytest.raises(ValueError, match="Valid norms"):
+        attacks.latent_attack(vae, x, x_target, eps=1.0, norm="l0")
