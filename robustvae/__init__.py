@@ -1,13 +1,16 @@
 """robustvae: the shared library of the book *How VAEs help and fail at making ML robust*.
 
-One module per concern: :mod:`~robustvae.data` (datasets), :mod:`~robustvae.models`
-(classifier, VAE), :mod:`~robustvae.attacks` (FGSM, PGD, attacks on VAEs),
-:mod:`~robustvae.training` and :mod:`~robustvae.cache` (training through the
-model cache), :mod:`~robustvae.plotting` (style and figures), :mod:`~robustvae.utils` (seeds,
-devices, parameter checks).
+One module per concern. Shared by every chapter: :mod:`~robustvae.data` (datasets),
+:mod:`~robustvae.models` (classifier, VAE), :mod:`~robustvae.training` and :mod:`~robustvae.cache`
+(training through the model cache), :mod:`~robustvae.plotting` (style and figures),
+:mod:`~robustvae.utils` (seeds, devices, parameter checks), :mod:`~robustvae.attacks` (FGSM, PGD,
+L-BFGS, attacks on VAEs). One per chapter: :mod:`~robustvae.ood` (2), :mod:`~robustvae.consistency`
+(3), :mod:`~robustvae.purify` (4), :mod:`~robustvae.calibration` (5), :mod:`~robustvae.rrobust` and
+:mod:`~robustvae.tcvae` (6), :mod:`~robustvae.lipschitz` and :mod:`~robustvae.certify` (7).
 """
 
 from . import attacks, cache, data, models, plotting, training, utils
+from . import calibration, certify, consistency, lipschitz, ood, purify, rrobust, tcvae
 from .cache import cache_dir, load_or_train
 from .data import DATASETS, DataSourceError, load_dataset, stratified_subset
 from .models import VAE, Classifier

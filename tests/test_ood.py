@@ -1,0 +1,349 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from torch import nn
+
+import robustvae as rv
+from robustvae import ood
+from robustvae.models import VAE, gaussian_kl
+
+
+class _FirstPixels(nn.Module):
+    """A mock encoder: mu = the first d pixels, log_var = a fixed value."""
+
+    def __init__(self, d=3, log_var=0.0):
+        super().__init__()
+        self.d, self.lv = d, log_var
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        mu = x.flatten(1)[:, : self.d] + 0 * self.dummy
+        return mu, torch.full_like(mu, self.lv)
+
+
+@pytest.fixture(scope="module")
+def tiny_vae():
+    torch.manual_seed(0)
+    return VAE(latent_dim=4, width=4, hidden=16).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_clf():
+    torch.manual_seed(0)
+    return rv.Classifier(width=4).eval()
+
+
+@pytest.fixture(scope="module")
+def trained_tiny_vae():
+    """A small VAE trained for a few seconds on 800 digits: enough to tell digits from noise."""
+    torch.manual_seed(0)
+    x, _ = rv.load_dataset("mnist-5k", "train")
+    x = x[::5]
+    vae = VAE(latent_dim=4, width=8, hidden=64)
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    for _ in range(4):
+        for i in range(0, len(x), 100):
+            loss = vae.loss(x[i : i + 100])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return vae.eval(), x
+
+
+def _all_detectors(vae, clf):
+    return [
+        ood.KLScore(vae), ood.LatentNorm(vae), ood.EncoderVariance(vae), ood.LatentMahalanobis(vae),
+        ood.ReconstructionMSE(vae), ood.DecoderNLL(vae), ood.NegELBO(vae), ood.NegIWAE(vae, k=4),
+        ood.InputComplexity(ood.NegIWAE(vae, k=4)), ood.InputComplexity(ood.NegELBO(vae), "zlib"),
+        ood.LikelihoodRatio(ood.NegELBO(vae), ood.NegELBO(vae)), ood.BernoulliCeilingRatio(ood.NegIWAE(vae, k=4)),
+        ood.MaxSoftmax(clf), ood.EnergyScore(clf),
+    ]
+
+
+def test_every_detector_scores_a_batch(tiny_vae, tiny_clf, tiny_images):
+    for det in _all_detectors(tiny_vae, tiny_clf):
+        s = det.fit(tiny_images).score(tiny_images)
+        assert s.shape == (6,) and s.dtype == torch.float64, det
+        assert torch.isfinite(s).all(), det
+        assert isinstance(det.name, str) and det.name
+
+
+def test_deterministic_scores_do_not_depend_on_batching(tiny_vae, tiny_clf, tiny_images):
+    for cls in (ood.KLScore, ood.LatentNorm, ood.EncoderVariance, ood.ReconstructionMSE, ood.DecoderNLL):
+        a = cls(tiny_vae, batch_size=2).score(tiny_images)
+        b = cls(tiny_vae, batch_size=500).score(tiny_images)
+        assert torch.allclose(a, b, atol=1e-5), cls
+    for cls in (ood.MaxSoftmax, ood.EnergyScore):
+        assert torch.allclose(cls(tiny_clf, batch_size=4).score(tiny_images), cls(tiny_clf).score(tiny_images), atol=1e-5)
+
+
+def test_latent_scores_match_their_formulas(tiny_vae, tiny_images):
+    with torch.no_grad():
+        mu, log_var = tiny_vae.encode(tiny_images)
+    assert torch.allclose(ood.KLScore(tiny_vae).score(tiny_images), gaussian_kl(mu, log_var).double(), atol=1e-5)
+    assert torch.allclose(ood.LatentNorm(tiny_vae).score(tiny_images), mu.norm(dim=1).double(), atol=1e-5)
+    assert torch.allclose(ood.EncoderVariance(tiny_vae).score(tiny_images), log_var.exp().mean(1).double(), atol=1e-6)
+
+
+def test_mahalanobis_against_numpy():
+    vae = VAE(latent_dim=3, encoder=_FirstPixels(3))
+    g = torch.Generator().manual_seed(1)
+    x_train = torch.rand(200, 1, 28, 28, generator=g)
+    x = torch.rand(5, 1, 28, 28, generator=g)
+    det = ood.LatentMahalanobis(vae, shrinkage=0.0).fit(x_train)
+    z_tr = x_train.flatten(1)[:, :3].double().numpy()
+    z = x.flatten(1)[:, :3].double().numpy()
+    d = z - z_tr.mean(0)
+    expected = np.einsum("ij,jk,ik->i", d, np.linalg.inv(np.cov(z_tr.T)), d)
+    assert np.allclose(det.score(x).numpy(), expected, rtol=1e-5)
+    # the training mean itself is at distance zero
+    centre = x_train.mean(0, keepdim=True)
+    assert det.score(centre).item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_mahalanobis_needs_fit(tiny_vae, tiny_images):
+    with pytest.raises(RuntimeError, match="fit"):
+        ood.LatentMahalanobis(tiny_vae).score(tiny_images)
+
+
+def test_encoder_variance_by_hand(tiny_images):
+    vae = VAE(latent_dim=3, encoder=_FirstPixels(3, log_var=math.log(0.25)))
+    assert torch.allclose(ood.EncoderVariance(vae).score(tiny_images), torch.full((6,), 0.25, dtype=torch.float64))
+
+
+def test_decoder_nll_and_mse_at_the_posterior_mean(tiny_vae, tiny_images):
+    with torch.no_grad():
+        mu, _ = tiny_vae.encode(tiny_images)
+        logits = tiny_vae.decode(mu)
+        nll = -tiny_vae.log_px_given_z(tiny_images, logits)
+        mse = (torch.sigmoid(logits) - tiny_images).pow(2).flatten(1).mean(1)
+    assert torch.allclose(ood.DecoderNLL(tiny_vae).score(tiny_images), nll.double(), atol=1e-4)
+    assert torch.allclose(ood.ReconstructionMSE(tiny_vae).score(tiny_images), mse.double(), atol=1e-6)
+
+
+def test_iwae_score_is_below_elbo_score_on_average(tiny_vae, tiny_images):
+    torch.manual_seed(0)
+    neg_elbo = torch.stack([ood.NegELBO(tiny_vae).score(tiny_images) for _ in range(20)]).mean(0)
+    neg_iwae = ood.NegIWAE(tiny_vae, k=256).score(tiny_images)
+    assert (neg_iwae <= neg_elbo + 0.05).all()
+    torch.manual_seed(3); a = ood.NegIWAE(tiny_vae, k=8).score(tiny_images)
+    torch.manual_seed(3); b = ood.NegIWAE(tiny_vae, k=8).score(tiny_images)
+    assert torch.equal(a, b)
+
+
+def test_compressed_bits_orders_simple_below_complex():
+    const = ood.constant_images(4, seed=0)
+    noise = ood.uniform_noise(4, seed=0)
+    for c in ood.COMPRESSORS:
+        bc, bn = ood.compressed_bits(const, c), ood.compressed_bits(noise, c)
+        assert bc.shape == (4,) and (bc > 0).all()
+        assert (bn > 5 * bc).all(), c
+        # uniform 8-bit noise is incompressible: about 8 bits per pixel, plus headers
+        assert (bn >= 8 * 784 * 0.98).all()
+    with pytest.raises(ValueError, match="compressor"):
+        ood.compressed_bits(const, "gzip")
+
+
+def test_input_complexity_is_likelihood_in_bits_minus_compressed_length(tiny_vae, tiny_images):
+    like = ood.DecoderNLL(tiny_vae)
+    s = ood.InputComplexity(like, "zlib").score(tiny_images)
+    expected = (like.score(tiny_images) / math.log(2) - ood.compressed_bits(tiny_images, "zlib")) / 784
+    assert torch.allclose(s, expected)
+    with pytest.raises(ValueError):
+        ood.InputComplexity(tiny_vae)
+
+
+def test_likelihood_ratio_against_itself_is_zero(tiny_vae, tiny_images):
+    lr = ood.LikelihoodRatio(ood.DecoderNLL(tiny_vae), ood.DecoderNLL(tiny_vae))
+    assert torch.allclose(lr.score(tiny_images), torch.zeros(6, dtype=torch.float64))
+
+
+def test_bernoulli_entropy_by_hand():
+    assert ood.bernoulli_entropy(torch.zeros(2, 1, 28, 28)).abs().max() < 1e-12
+    assert ood.bernoulli_entropy(torch.ones(1, 1, 28, 28)).item() == pytest.approx(0.0, abs=1e-12)
+    half = torch.full((1, 1, 28, 28), 0.5)
+    assert ood.bernoulli_entropy(half).item() == pytest.approx(784 * math.log(2))
+    # it is the lowest Bernoulli NLL any decoder output reaches
+    vae = VAE(latent_dim=2)
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    logit_x = torch.logit(x.clamp(1e-6, 1 - 1e-6))
+    nll_best = -vae.log_px_given_z(x, logit_x).double()
+    assert torch.allclose(nll_best, ood.bernoulli_entropy(x), rtol=1e-4)
+    nll_other = -vae.log_px_given_z(x, logit_x + 0.3).double()
+    assert (nll_other > nll_best).all()
+
+
+def test_mutate():
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ood.mutate(x, 0.0), x)
+    g = torch.Generator().manual_seed(0)
+    m = ood.mutate(x, 0.3, generator=g)
+    frac = (m != x).float().mean().item()
+    assert 0.25 < frac < 0.35
+    assert m.min() >= 0 and m.max() <= 1
+    with pytest.raises(ValueError, match="rate"):
+        ood.mutate(x, 1.5)
+
+
+def test_classifier_scores_by_hand():
+    clf = nn.Linear(784, 3)
+    with torch.no_grad():
+        clf.weight.zero_()
+        clf.bias.copy_(torch.tensor([2.0, 0.0, 0.0]))
+    model = nn.Sequential(nn.Flatten(), clf)
+    x = torch.zeros(2, 1, 28, 28)
+    p_max = math.exp(2) / (math.exp(2) + 2)
+    assert torch.allclose(ood.MaxSoftmax(model).score(x), torch.full((2,), -p_max, dtype=torch.float64))
+    energy = -math.log(math.exp(2) + 2)
+    assert torch.allclose(ood.EnergyScore(model).score(x), torch.full((2,), energy, dtype=torch.float64))
+    e_t2 = -2 * math.log(math.exp(1) + 2)
+    assert ood.EnergyScore(model, temperature=2.0).score(x)[0].item() == pytest.approx(e_t2)
+    with pytest.raises(ValueError, match="temperature"):
+        ood.EnergyScore(model, temperature=0)
+
+
+def test_fpr95_on_a_collinear_roc_segment():
+    # in: 0..99; out: 95 copies of 1000 and five scores spread inside the in-range
+    s_in = np.arange(100.0)
+    s_out = np.r_[np.full(95, 1000.0), [10.5, 20.5, 30.5, 40.5, 50.5]]
+    # accepting 95% of in-distribution needs threshold 94: OOD scores 10.5..50.5 are accepted
+    assert ood.ood_metrics(s_in, s_out)["fpr95"] == pytest.approx(0.05)
+    assert ood._fast_metrics(s_in, s_out)[2] == pytest.approx(0.05)
+
+
+def test_metrics_on_perfect_and_reversed_scores():
+    s_in, s_out = np.arange(100.0), np.arange(100.0) + 1000
+    m = ood.ood_metrics(s_in, s_out)
+    assert m == {"auroc": 1.0, "aupr": 1.0, "fpr95": 0.0}
+    r = ood.ood_metrics(s_out, s_in)
+    assert r["auroc"] == 0.0 and r["fpr95"] == 1.0
+    # identical score distributions: chance
+    c = ood.ood_metrics(np.zeros(50), np.zeros(50))
+    assert c["auroc"] == 0.5 and c["fpr95"] == 1.0
+
+
+def test_fast_metrics_match_scikit_learn_with_ties():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        s_in = rng.integers(0, 15, size=rng.integers(5, 60)).astype(float)
+        s_out = rng.integers(3, 20, size=rng.integers(5, 60)).astype(float)
+        auroc, aupr, fpr95 = ood._fast_metrics(s_in, s_out)
+        y = np.r_[np.zeros(len(s_in)), np.ones(len(s_out))]
+        s = np.r_[s_in, s_out]
+        assert auroc == pytest.approx(roc_auc_score(y, s))
+        assert aupr == pytest.approx(average_precision_score(y, s))
+        fpr, tpr, _ = roc_curve(1 - y, -s, drop_intermediate=False)
+        assert fpr95 == pytest.approx(fpr[np.searchsorted(tpr, 0.95 - 1e-12)]), trial
+        ref = ood.ood_metrics(s_in, s_out)
+        assert (auroc, aupr, fpr95) == pytest.approx((ref["auroc"], ref["aupr"], ref["fpr95"]))
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
+    rng = np.random.default_rng(1)
+    s_in, s_out = rng.normal(size=300), rng.normal(1.0, size=300)
+    a = ood.ood_metrics(s_in, s_out, n_boot=200, seed=0)
+    b = ood.ood_metrics(torch.from_numpy(s_in), torch.from_numpy(s_out), n_boot=200, seed=0)
+    assert a == pytest.approx(b)
+    for k in ("auroc", "aupr", "fpr95"):
+        assert a[f"{k}_lo"] <= a[k] <= a[f"{k}_hi"]
+    assert 0.02 < a["auroc_hi"] - a["auroc_lo"] < 0.15
+
+
+def test_bootstrap_interval_covers_the_true_auroc_most_of_the_time():
+    # the true AUROC of N(0,1) (in) vs N(1,1) (out) is Phi(1/sqrt 2) = 0.7602
+    rng = np.random.default_rng(2)
+    hits = []
+    for rep in range(30):
+        m = ood.ood_metrics(rng.normal(size=100), rng.normal(1.0, size=100), n_boot=100, seed=rep)
+        hits.append(m["auroc_lo"] <= 0.7602 <= m["auroc_hi"])
+    assert np.mean(hits) >= 0.8  # nominal 0.95
+
+
+@pytest.mark.parametrize("bad", [np.array([]), np.array([1.0, np.nan]), np.zeros((2, 2))])
+def test_metrics_reject_bad_scores(bad):
+    with pytest.raises(ValueError):
+        ood.ood_metrics(bad, np.ones(3))
+
+
+def test_roc_curve_endpoints():
+    fpr, tpr = ood.roc(np.zeros(10), np.ones(10))
+    assert fpr[0] == 0 and tpr[-1] == 1 and fpr[-1] == 1
+
+
+def test_ood_sets_shapes_ranges_and_seeds():
+    for make in (ood.uniform_noise, ood.gaussian_noise, ood.constant_images):
+        x = make(7, seed=3)
+        assert x.shape == (7, 1, 28, 28) and x.dtype == torch.float32
+        assert x.min() >= 0 and x.max() <= 1
+        assert torch.equal(x, make(7, seed=3)) and not torch.equal(x, make(7, seed=4))
+    c = ood.constant_images(5)
+    assert (c.flatten(1).std(1) == 0).all()
+    with pytest.raises(ValueError):
+        ood.uniform_noise(0)
+    x = torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ood.invert(ood.invert(x)), x)
+    r = ood.rotate_flip(x, seed=0)
+    assert r.shape == x.shape and not torch.equal(r, x)
+    # a rotation or flip permutes pixels: each image keeps its sorted pixel values
+    assert torch.equal(r.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    assert torch.equal(ood.rotate_flip(x, transforms=("rot180",)), torch.rot90(x, 2, dims=(-2, -1)))
+    with pytest.raises(ValueError, match="transforms"):
+        ood.rotate_flip(x, transforms=("shear",))
+
+
+def test_sklearn_digits_look_like_mnist():
+    x, y = ood.sklearn_digits()
+    assert x.shape == (1797, 1, 28, 28) and y.shape == (1797,)
+    assert x.min() >= 0 and x.max() <= 1
+    assert x[:, :, :4].abs().max() == 0 and x[:, :, -4:].abs().max() == 0  # MNIST-like 4-pixel border
+    xs, ys = ood.sklearn_digits(100, seed=0)
+    assert xs.shape == (100, 1, 28, 28) and torch.equal(xs, ood.sklearn_digits(100, seed=0)[0])
+
+
+def test_a_trained_vae_tells_digits_from_noise(trained_tiny_vae):
+    vae, x_train = trained_tiny_vae
+    x_in = rv.load_dataset("mnist-5k", "test")[0][:200]
+    x_out = ood.uniform_noise(200, seed=0)
+    # a few seconds of training: likelihood and reconstruction already separate digits from
+    # noise; the latent geometry is still rough, so the Mahalanobis bar is lower
+    for det, bar in ((ood.NegELBO(vae), 0.95), (ood.ReconstructionMSE(vae), 0.95),
+                     (ood.LatentMahalanobis(vae).fit(x_train), 0.75)):
+        torch.manual_seed(0)
+        m = ood.ood_metrics(det.score(x_in), det.score(x_out))
+        assert m["auroc"] > bar, (det, m)
+    # and an untrained VAE does not: the test above measures training, not the noise
+    untrained = VAE(latent_dim=4, width=8, hidden=64).eval()
+    torch.manual_seed(0)
+    m = ood.ood_metrics(ood.ReconstructionMSE(untrained).score(x_in), ood.ReconstructionMSE(untrained).score(x_out))
+    assert m["auroc"] < 0.95
+
+
+def test_score_sets_and_metrics_table(tiny_vae, tiny_clf, tiny_images):
+    dets = {**ood.vae_detectors(tiny_vae, k=4), **ood.classifier_detectors(tiny_clf)}
+    assert len(dets) == 12
+    sets = {"in": tiny_images, "noise": ood.uniform_noise(5), "const": ood.constant_images(4)}
+    scores = ood.score_sets(dets, sets, x_train=tiny_images, seed=0)
+    assert set(scores) == set(dets) and all(set(v) == set(sets) for v in scores.values())
+    assert scores["-ELBO"]["noise"].shape == (5,)
+    # the wrapper reused the IWAE scores computed under the same seed: same as computing afresh
+    ic = dets["input complexity S(x)"]
+    torch.manual_seed(0)
+    assert torch.allclose(scores["input complexity S(x)"]["noise"], ic.score(sets["noise"]))
+    table = ood.metrics_table(scores, "in", n_boot=10, seed=0)
+    assert len(table) == 12 * 2 and {"auroc", "aupr", "fpr95", "auroc_lo", "fpr95_hi"} <= set(table.columns)
+    with pytest.raises(ValueError, match="missing"):
+        ood.metrics_table(scores, "nope")
+
+
+def test_bernoulli_ceiling_ratio_is_nonnegative_and_bernoulli_only(tiny_vae, tiny_images):
+    s = ood.BernoulliCeilingRatio(ood.DecoderNLL(tiny_vae)).score(tiny_images)
+    expected = ood.DecoderNLL(tiny_vae).score(tiny_images) - ood.bernoulli_entropy(tiny_images)
+    assert torch.allclose(s, expected)
+    assert (s >= 0).all()  # no decoder beats the saturated model
+    gauss = VAE(latent_dim=2, likelihood="gaussian")
+    with pytest.raises(ValueError, match="Bernoulli"):
+        ood.BernoulliCeilingRatio(ood.NegELBO(gauss))
+    assert "-log p(x) - sum H_b(x)" not in ood.vae_detectors(gauss, k=2)

@@ -1,0 +1,183 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import robustvae as rv
+from robustvae import attacks, cache, purify
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny untrained VAE, a logistic-regression classifier trained for a moment, and digits."""
+    torch.manual_seed(0)
+    vae = rv.VAE(latent_dim=4, width=8, hidden=32).eval().requires_grad_(False)
+    x, y = rv.load_dataset("mnist-5k", "train")
+    x, y = x[::8], y[::8]
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    opt = torch.optim.Adam(clf.parameters(), lr=0.01)
+    for _ in range(100):
+        opt.zero_grad()
+        F.cross_entropy(clf(x), y).backward()
+        opt.step()
+    clf.eval().requires_grad_(False)
+    xt, yt = rv.load_dataset("mnist-5k", "test")
+    return vae, clf, xt[:16], yt[:16]
+
+
+def test_reconstruct_matches_the_vae_and_is_deterministic_at_the_mean(tiny):
+    vae, _, x, _ = tiny
+    p = purify.Reconstruct(vae)
+    out = p(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, vae.reconstruct(x, sample=False)) and torch.equal(out, p(x))
+    assert not p.stochastic
+    s = purify.Reconstruct(vae, sample=True)
+    assert s.stochastic and not torch.equal(s(x), s(x))
+
+
+def test_defended_averages_softmax_over_samples(tiny):
+    vae, clf, x, _ = tiny
+    p = purify.Reconstruct(vae, sample=True)
+    model = purify.Defended(clf, p, n_samples=3)
+    torch.manual_seed(1)
+    logits = model(x)
+    assert torch.allclose(logits.exp().sum(1), torch.ones(len(x)), atol=1e-5)
+    torch.manual_seed(1)
+    probs = F.softmax(clf(p(x.repeat(3, 1, 1, 1))), dim=1).view(3, len(x), -1).mean(0)
+    assert torch.allclose(logits, probs.log(), atol=1e-5)
+    assert torch.equal(purify.Defended(clf)(x), clf(x))
+    with pytest.raises(ValueError, match="stochastic purifier"):
+        purify.Defended(clf, purify.Reconstruct(vae), n_samples=4)
+    with pytest.raises(ValueError, match="n_samples"):
+        purify.Defended(clf, p, n_samples=0)
+
+
+def test_bpda_forward_is_the_purifier_and_backward_the_identity_or_surrogate(tiny):
+    vae, _, x, _ = tiny
+    p = purify.Reconstruct(vae)
+    w = torch.randn_like(x)
+    xr = x.clone().requires_grad_(True)
+    out = purify.BPDA(p)(xr)
+    assert torch.allclose(out, p(x))
+    (g,) = torch.autograd.grad((w * out).sum(), xr)
+    assert torch.allclose(g, w)                      # identity backward pass
+    xr = x.clone().requires_grad_(True)
+    out = purify.BPDA(purify.LatentSearch(vae, steps=3, restarts=1), surrogate=p)(xr)
+    (g,) = torch.autograd.grad((w * out).sum(), xr)
+    xr2 = x.clone().requires_grad_(True)
+    (g_sur,) = torch.autograd.grad((w * p(xr2)).sum(), xr2)
+    assert torch.allclose(g, g_sur)                  # the surrogate's backward pass
+
+
+def test_latent_search_finds_points_of_the_decoder_range(tiny):
+    vae, _, _, _ = tiny
+    torch.manual_seed(0)
+    z_true = torch.randn(6, vae.latent_dim)
+    x = vae.mean_image(vae.decode(z_true))           # exactly on the decoder's range
+    p = purify.LatentSearch(vae, steps=150, restarts=3, lr=0.05)
+    z, err = p.search(x)
+    with torch.no_grad():
+        mu = vae.encode(x)[0]
+        err0 = (vae.mean_image(vae.decode(mu)) - x).flatten(1).pow(2).sum(1)
+    assert (err <= err0 + 1e-6).all()                # never worse than the encoder's start
+    assert err.mean() < 0.1 * err0.mean()
+    out = p(x)
+    assert out.shape == x.shape and not out.requires_grad
+    assert p.stochastic and not purify.LatentSearch(vae, restarts=1).stochastic
+    with pytest.raises(ValueError, match="init"):
+        purify.LatentSearch(vae, init="zeros")
+    with pytest.raises(ValueError, match="restarts"):
+        purify.LatentSearch(vae, restarts=0)
+
+
+def test_tangent_bpda_backward_is_the_tangent_projector(tiny):
+    vae, _, x, _ = tiny
+    search = purify.LatentSearch(vae, steps=5, restarts=1)
+    t = purify.TangentBPDA(search)
+    xr = x[:2].clone().requires_grad_(True)
+    out = t(xr)
+    assert torch.allclose(out, search(x[:2]), atol=1e-6)
+    w = torch.randn_like(out)
+    (g,) = torch.autograd.grad((w * out).sum(), xr)
+    z, _ = search.search(x[:2])
+    for i in range(2):
+        jac = torch.autograd.functional.jacobian(
+            lambda zz: vae.mean_image(vae.decode(zz[None])).flatten(), z[i])      # (784, d)
+        proj = jac @ torch.linalg.pinv(jac)                                     # J (J^T J)^-1 J^T
+        assert torch.allclose(g[i].flatten(), proj @ w[i].flatten(), atol=1e-4)
+    with pytest.raises(ValueError, match="LatentSearch"):
+        purify.TangentBPDA(purify.Reconstruct(vae))
+
+
+def test_pgd_iterates_records_the_attack_and_stays_in_budget(tiny):
+    vae, clf, x, y = tiny
+    model = purify.Defended(clf, purify.Reconstruct(vae))
+    gen = torch.Generator().manual_seed(0)
+    x_adv, its = purify.pgd_iterates(model, x, y, 0.1, steps=6, record=[0, 3, 6], generator=gen)
+    assert set(its) == {0, 3, 6} and torch.equal(its[6], x_adv)
+    same = attacks.pgd(model, x, y, 0.1, steps=6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(same, x_adv)                  # recording does not change the attack
+    for xt in its.values():
+        assert (xt - x).abs().max() <= 0.1 + 1e-6 and xt.min() >= 0 and xt.max() <= 1
+    stoch = purify.Defended(clf, purify.BPDA(purify.Reconstruct(vae, sample=True)))
+    x2, its2 = purify.pgd_iterates(stoch, x, y, 1.0, norm="l2", steps=4, eot=3, record=[2, 4])
+    assert torch.equal(its2[4], x2) and ((x2 - x).flatten(1).norm(dim=1) <= 1.0 + 1e-4).all()
+    with pytest.raises(ValueError, match="record"):
+        purify.pgd_iterates(model, x, y, 0.1, steps=3, record=[5])
+    with pytest.raises(ValueError, match="restarts"):
+        purify.pgd_iterates(model, x, y, 0.1, steps=3, record=[3], restarts=2)
+
+
+def test_white_box_attack_beats_oblivious_on_the_pipeline(tiny):
+    vae, clf, x, y = tiny
+    model = purify.Defended(clf, purify.Reconstruct(vae))
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    x_obl = attacks.pgd(clf, x, y, 0.3, steps=10, generator=gen())
+    x_wb = attacks.pgd(model, x, y, 0.3, steps=10, generator=gen())
+    with torch.no_grad():
+        loss_obl = F.cross_entropy(model(x_obl), y)
+        loss_wb = F.cross_entropy(model(x_wb), y)
+    assert loss_wb > loss_obl
+
+
+def test_correct_is_seeded_and_leaves_the_global_rng_alone(tiny):
+    vae, clf, x, y = tiny
+    model = purify.Defended(clf, purify.Reconstruct(vae, sample=True), n_samples=2)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    a = purify.correct(model, x, y, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, purify.correct(model, x, y, seed=3)) and a.dtype == torch.bool
+
+
+def test_defense_vae_config_validation():
+    with pytest.raises(ValueError, match="clean_fraction"):
+        purify.DefenseVAEConfig(clean_fraction=1.0)
+    with pytest.raises(ValueError, match="eps_choices"):
+        purify.DefenseVAEConfig(eps_choices=(0.0,))
+    with pytest.raises(ValueError, match="kl_weight"):
+        purify.DefenseVAEConfig(kl_weight=-1.0)
+    with pytest.raises(ValueError, match="Unknown DefenseVAEConfig field"):
+        purify.get_defense_vae(epoch=3)
+
+
+def test_defense_vae_pairs_and_tiny_training_through_the_cache(tiny):
+    _, clf, _, _ = tiny
+    cfg = purify.DefenseVAEConfig(n_train=100, clf_epochs=1, epochs=2, latent_dim=4, width=8, hidden=32,
+                                  eps_choices=(0.1, 0.3), pgd_steps=2)
+    x, y = rv.load_dataset("mnist-5k", "train")
+    x, y = x[:100], y[:100]
+    x_att = purify.defense_vae_training_pairs(clf, x, y, cfg)
+    moved = (x_att - x).flatten(1).abs().amax(1)
+    assert (moved <= 0.3 + 1e-6).all() and x_att.min() >= 0 and x_att.max() <= 1
+    assert (moved == 0).float().mean().item() == pytest.approx(cfg.clean_fraction, abs=0.02)
+    assert (moved > 0.2).any() and ((moved > 0) & (moved <= 0.1 + 1e-6)).any()
+
+    dvae, hist = purify.get_defense_vae(cfg, device="cpu")
+    assert len(hist["train_loss"]) == 2 and len(hist["test_mse_attacked"]) == 2
+    assert hist["train_loss"][1] < hist["train_loss"][0]
+    assert cache.checkpoint_path(cfg).exists()
+    again, _ = purify.get_defense_vae(cfg, device="cpu")
+    for a, b in zip(dvae.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
