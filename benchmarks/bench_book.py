@@ -8,6 +8,7 @@ Modes measured, each chapter run by papermill into a scratch copy (the book is n
 - ``book-cold``: all chapters in order, sharing one empty model cache: what `make test` costs
   on a fresh machine (chapter 1 trains the shared models, later chapters load them);
 - ``warm``: every chapter again with that cache now full: what a reader's rerun costs.
+The JSON also records the machine and the versions of the key libraries (``versions``).
 Runtime budgets live here, not in timed tests: the script prints each figure and whether the
 whole book fits the budget (20 minutes on the 2-core reference machine).
 """
@@ -30,27 +31,68 @@ BOOK = ROOT / "book"
 BUDGET_S = 20 * 60
 
 
+# Runs one chapter with papermill in a fresh process and prints the peak resident set of that
+# process's children (the kernel) and of itself, in KiB: a per-chapter peak (the parent's own
+# RUSAGE_CHILDREN maximum would carry over from one chapter to the next).
+_RUNNER = """
+import json, resource, sys
+import papermill as pm
+nb, out, cwd = sys.argv[1:4]
+try:
+    pm.execute_notebook(nb, out, cwd=cwd, kernel_name="python3", progress_bar=False, log_output=False)
+    ok, err = True, None
+except Exception as e:
+    ok, err = False, f"{type(e).__name__}: {e}"[-2000:]
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("BENCH " + json.dumps({"ok": ok, "error": err, "kernel_rss_kib": kids, "self_rss_kib": me}))
+"""
+
+
 def run_chapter(nb: Path, cache: Path, scratch: Path) -> dict:
     env = dict(os.environ, ROBUSTVAE_CACHE=str(cache))
     out = scratch / nb.name
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "papermill", str(nb), str(out), "--cwd", str(BOOK), "-k", "python3",
-         "--log-level", "ERROR", "--no-progress-bar"],
-        env=env, capture_output=True, text=True,
-    )
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, str(nb), str(out), str(BOOK)],
+                          env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
+    info = json.loads(lines[-1][6:]) if lines else {
+        "ok": False, "error": proc.stderr[-2000:], "kernel_rss_kib": 0, "self_rss_kib": 0}
     return {
         "chapter": nb.stem,
-        "ok": proc.returncode == 0,
+        "ok": bool(info["ok"]) and proc.returncode == 0,
         "wall_s": round(wall, 1),
+        # CPU time of the runner and its kernel (user + system), so cpu_s / wall_s ~ cores used
         "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
-        # ru_maxrss of children: the largest resident set of any finished child (the kernel), KiB
-        "peak_rss_mib": round(after.ru_maxrss / 1024, 0),
-        "error": None if proc.returncode == 0 else proc.stderr[-2000:],
+        # the kernel's peak resident set (where the chapter's work happens), MiB
+        "peak_rss_mib": round(info["kernel_rss_kib"] / 1024, 0),
+        "runner_rss_mib": round(info["self_rss_kib"] / 1024, 0),
+        "error": info["error"],
     }
+
+
+#: Distributions whose versions go into the results (those that decide the book's numbers and
+#: how it is built and tested).
+KEY_LIBRARIES = ("robustvae", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas",
+                 "matplotlib", "seaborn", "mlxtend", "torchattacks", "papermill", "nbclient",
+                 "ipykernel", "jupytext", "jupyter-book", "myst-nb", "nbval", "pytest", "dask",
+                 "distributed")
+
+
+def library_versions(names=KEY_LIBRARIES) -> dict:
+    """``{distribution: version}`` of the installed key libraries (``None`` when not installed)."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def main() -> int:
@@ -68,7 +110,8 @@ def main() -> int:
     nbs = [names[c] for c in args.chapters] if args.chapters else all_nbs
 
     results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                           "platform": platform.platform()}, "runs": []}
+                           "platform": platform.platform()},
+               "versions": library_versions(), "runs": []}
     try:
         import torch
         results["machine"]["torch"] = torch.__version__

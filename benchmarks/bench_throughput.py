@@ -6,8 +6,10 @@
 Measures, on the default dataset (mnist-5k) with fresh (untrained) models so nothing depends on
 the cache: classifier and VAE training throughput (images/s, one epoch after a warm-up epoch),
 FGSM and PGD (L-inf, 40 steps) throughput against torchattacks on the same model and batch (the
-ratio of our time to theirs: the target is at most 1.1), and importance-weighted ELBO
-throughput. Each figure is the median of ``--repeats`` runs.
+ratio of our time to theirs: the target is at most 1.1), importance-weighted ELBO
+throughput, and purification throughput (robustvae.purify, chapter 4): a classifier behind one
+VAE reconstruction, behind the mean of 8 stochastic reconstructions, behind a Defense-GAN-style
+latent search (15 Adam steps x 2 starts), and a 15-step PGD through the purified pipeline. Each figure is the median of ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import robustvae as rv
-from robustvae import attacks
+from robustvae import attacks, purify
 
 
 def _sync(device):
@@ -89,6 +91,25 @@ def main() -> int:
     with torch.no_grad():
         t_iw = timed(lambda: vae.iwae(x[:500], k=64), device, args.repeats)
     res["iwae64_img_per_s"] = round(500 / t_iw)
+
+    # Purification (chapter 4): classify the VAE's reconstruction instead of the input.
+    n_pur = min(500, len(x))
+    xp = x[:n_pur]
+    recon = purify.Defended(clf, purify.Reconstruct(vae))
+    recon8 = purify.Defended(clf, purify.Reconstruct(vae, sample=True), n_samples=8)
+    with torch.no_grad():
+        res["purify_reconstruct_img_per_s"] = round(n_pur / timed(lambda: recon(xp), device, args.repeats))
+        res["purify_reconstruct_8samples_img_per_s"] = round(
+            n_pur / timed(lambda: recon8(xp), device, args.repeats))
+    n_ls = min(100, len(x))
+    search = purify.Defended(clf, purify.LatentSearch(vae, steps=15, restarts=2))
+    with torch.no_grad():
+        res["purify_latent_search_15x2_img_per_s"] = round(
+            n_ls / timed(lambda: search(x[:n_ls]), device, args.repeats))
+    # the white-box attack on the purified pipeline (gradients through the VAE), 15 PGD steps
+    t_pgd_pur = timed(lambda: attacks.pgd(recon, xb, yb, 0.1, steps=15, alpha=2.5 * 0.1 / 15,
+                                          random_start=True), device, args.repeats)
+    res["pgd15_on_purified_img_per_s"] = round(len(xb) / t_pgd_pur)
     print(json.dumps(res, indent=2))
     if args.out:
         with open(args.out, "w") as f:
