@@ -139,12 +139,11 @@ def pgd(
         x_adv = _random_start(x, eps, norm, generator) if (random_start and eps > 0) else x.clone()
         for _ in range(steps):
             x_adv.requires_grad_(True)
-            grad = torch.zeros_like(x)
-            for _ in range(eot):
-                loss = F.cross_entropy(model(x_adv), y)
-                grad += torch.autograd.grad(loss, x_adv)[0]
+            grad = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)[0]
+            for _ in range(eot - 1):    # EOT: average the gradient over more forward passes
+                grad += torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)[0]
             x_adv = x_adv.detach()
-            step = _step(grad / eot, alpha, norm)
+            step = _step(grad / eot if eot > 1 else grad, alpha, norm)
             x_adv = project(x_adv - step if targeted else x_adv + step, x, eps, norm)
         with torch.no_grad():
             pred = model(x_adv).argmax(1)

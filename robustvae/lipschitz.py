@@ -47,7 +47,7 @@ from torch.nn.utils import parametrizations
 from . import cache, certify, data
 from .models import LIKELIHOODS, VAE
 from .training import _coerce, _train_data, fit, vae_metrics
-from .utils import check_choice, check_positive, resolve_device
+from .utils import check_choice, check_fields, check_positive, resolve_device
 
 __all__ = [
     "OUTPUT_SLOPE",
@@ -304,14 +304,9 @@ class LipschitzVAEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        check_choice("dataset", self.dataset, data.DATASETS)
-        check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        for name in ("latent_dim", "hidden", "std_hidden", "epochs", "batch_size"):
-            check_positive(name, getattr(self, name))
-        for name in ("margin", "r", "decoder_lipschitz", "lr"):
-            check_positive(name, getattr(self, name), integer=False)
-        check_positive("beta", self.beta, integer=False, allow_zero=True)
-        check_positive("std_ratio", self.std_ratio, integer=False, allow_zero=True)
+        check_fields(self, choices={"dataset": data.DATASETS, "likelihood": LIKELIHOODS},
+                     counts=("latent_dim", "hidden", "std_hidden", "epochs", "batch_size"),
+                     positive=("margin", "r", "decoder_lipschitz", "lr"), non_negative=("beta", "std_ratio"), optional_counts=("n_train",))
         if not 0 < self.prob < 1:
             raise ValueError(f"prob must lie in (0, 1), got {self.prob!r}.")
         if not 0 < self.std_fraction < 1:
@@ -319,8 +314,6 @@ class LipschitzVAEConfig:
         if self.hidden % 2 or self.std_hidden % 2:
             raise ValueError(f"hidden and std_hidden must be even (MaxMin pairs units), got "
                              f"{self.hidden}, {self.std_hidden}.")
-        if self.n_train is not None:
-            check_positive("n_train", self.n_train)
 
     def design(self) -> dict[str, float]:
         """The constants ``a, b, c, s_max`` that guarantee ``margin`` (see :func:`~robustvae.certify.lipschitz_for_margin`)."""

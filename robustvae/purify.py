@@ -47,7 +47,7 @@ from torch import nn
 from . import attacks, cache, data
 from .models import LIKELIHOODS, VAE, gaussian_kl
 from .training import _coerce, _device_of, fit, get_classifier
-from .utils import check_choice, check_positive, resolve_device
+from .utils import check_choice, check_fields, check_positive, resolve_device
 
 __all__ = [
     "Purifier",
@@ -367,18 +367,13 @@ class DefenseVAEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        check_choice("dataset", self.dataset, data.DATASETS)
-        check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        for name in ("clf_epochs", "latent_dim", "width", "hidden", "epochs", "batch_size", "pgd_steps"):
-            check_positive(name, getattr(self, name))
-        check_positive("lr", self.lr, integer=False)
-        check_positive("kl_weight", self.kl_weight, integer=False, allow_zero=True)
+        check_fields(self, choices={"dataset": data.DATASETS, "likelihood": LIKELIHOODS},
+                     counts=("clf_epochs", "latent_dim", "width", "hidden", "epochs", "batch_size", "pgd_steps"),
+                     positive=("lr",), non_negative=("kl_weight",), optional_counts=("n_train",))
         if not 0 <= self.clean_fraction < 1:
             raise ValueError(f"clean_fraction must be in [0, 1), got {self.clean_fraction}.")
         if not self.eps_choices or any(not (0 < e <= 1) for e in self.eps_choices):
             raise ValueError(f"eps_choices must be a non-empty tuple of numbers in (0, 1], got {self.eps_choices}.")
-        if self.n_train is not None:
-            check_positive("n_train", self.n_train)
 
     def build(self) -> VAE:
         return VAE(self.latent_dim, self.width, self.hidden, self.likelihood, beta=self.kl_weight)

@@ -33,7 +33,7 @@ import torch
 from . import cache, data
 from .models import LIKELIHOODS, VAE
 from .training import fit, vae_metrics
-from .utils import check_choice, check_positive, resolve_device
+from .utils import check_fields, resolve_device
 
 __all__ = ["TCVAE", "TCVAEConfig", "get_tcvae", "gaussian_log_density"]
 
@@ -134,15 +134,9 @@ class TCVAEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        check_choice("dataset", self.dataset, data.DATASETS)
-        check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        for name in ("latent_dim", "width", "hidden", "epochs", "batch_size"):
-            check_positive(name, getattr(self, name))
-        check_positive("lr", self.lr, integer=False)
-        for name in ("beta", "alpha", "gamma"):
-            check_positive(name, getattr(self, name), integer=False, allow_zero=True)
-        if self.n_train is not None:
-            check_positive("n_train", self.n_train)
+        check_fields(self, choices={"dataset": data.DATASETS, "likelihood": LIKELIHOODS},
+                     counts=("latent_dim", "width", "hidden", "epochs", "batch_size"), positive=("lr",),
+                     non_negative=("beta", "alpha", "gamma"), optional_counts=("n_train",))
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2: minibatch-weighted sampling needs other examples.")
 

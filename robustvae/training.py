@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import cache, data
 from .models import LIKELIHOODS, VAE, Classifier
-from .utils import check_choice, check_positive, resolve_device, seed_everything
+from .utils import check_fields, resolve_device, seed_everything
 
 __all__ = [
     "ClassifierConfig",
@@ -49,12 +49,8 @@ class ClassifierConfig:
     seed: int = 0
 
     def __post_init__(self):
-        check_choice("dataset", self.dataset, data.DATASETS)
-        for name in ("epochs", "batch_size", "width"):
-            check_positive(name, getattr(self, name))
-        check_positive("lr", self.lr, integer=False)
-        if self.n_train is not None:
-            check_positive("n_train", self.n_train)
+        check_fields(self, choices={"dataset": data.DATASETS}, counts=("epochs", "batch_size", "width"),
+                     positive=("lr",), optional_counts=("n_train",))
 
 
 @dataclass(frozen=True)
@@ -75,14 +71,9 @@ class VAEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        check_choice("dataset", self.dataset, data.DATASETS)
-        check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        for name in ("latent_dim", "width", "hidden", "epochs", "batch_size"):
-            check_positive(name, getattr(self, name))
-        check_positive("lr", self.lr, integer=False)
-        check_positive("beta", self.beta, integer=False, allow_zero=True)
-        if self.n_train is not None:
-            check_positive("n_train", self.n_train)
+        check_fields(self, choices={"dataset": data.DATASETS, "likelihood": LIKELIHOODS},
+                     counts=("latent_dim", "width", "hidden", "epochs", "batch_size"), positive=("lr",),
+                     non_negative=("beta",), optional_counts=("n_train",))
 
     def build(self) -> VAE:
         return VAE(self.latent_dim, self.width, self.hidden, self.likelihood, self.beta)

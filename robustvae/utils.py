@@ -71,6 +71,28 @@ def check_positive(name: str, value: Any, *, integer: bool = True, allow_zero: b
     return value
 
 
+def check_fields(obj: Any, *, choices: dict[str, Iterable[Any]] | None = None, counts: Iterable[str] = (),
+                 positive: Iterable[str] = (), non_negative: Iterable[str] = (),
+                 optional_counts: Iterable[str] = ()) -> None:
+    """Check a config's fields by kind, with the messages of :func:`check_choice` and :func:`check_positive`.
+
+    ``choices`` maps field names to their valid values; ``counts`` are positive integers,
+    ``positive`` positive numbers, ``non_negative`` numbers >= 0, ``optional_counts`` positive
+    integers or ``None``.
+    """
+    for name, valid in (choices or {}).items():
+        check_choice(name, getattr(obj, name), valid)
+    for name in counts:
+        check_positive(name, getattr(obj, name))
+    for name in positive:
+        check_positive(name, getattr(obj, name), integer=False)
+    for name in non_negative:
+        check_positive(name, getattr(obj, name), integer=False, allow_zero=True)
+    for name in optional_counts:
+        if getattr(obj, name) is not None:
+            check_positive(name, getattr(obj, name))
+
+
 def _configure_logging() -> None:
     logger = logging.getLogger("robustvae")
     if not logger.handlers:

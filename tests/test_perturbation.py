@@ -1,0 +1,188 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import robustvae as rv
+from robustvae import perturbation as P
+
+
+@pytest.fixture
+def digits():
+    x, y = rv.load_dataset("mnist-5k", "test")
+    return x[:16], y[:16]
+
+
+@pytest.fixture
+def cvae():
+    torch.manual_seed(0)
+    return P.PerturbationCVAE(latent_dim=4, width=4, hidden=16).eval()
+
+
+def test_rts_identity_and_shift(digits):
+    x, _ = digits
+    ident = P.rts(x, torch.tensor([[0.0, 1.0, 0.0, 0.0]]).repeat(len(x), 1))
+    assert torch.allclose(ident, x, atol=1e-5)
+    shifted = P.rts(x, torch.tensor([[0.0, 1.0, 2.0, 0.0]]).repeat(len(x), 1))
+    assert torch.allclose(shifted[..., 2:], x[..., :-2], atol=1e-5)       # two pixels to the right
+    rot = P.rts(x, torch.tensor([[90.0, 1.0, 0.0, 0.0]]).repeat(len(x), 1))
+    assert torch.allclose(rot, torch.rot90(x, 1, dims=(2, 3)), atol=1e-4) or \
+        torch.allclose(rot, torch.rot90(x, -1, dims=(2, 3)), atol=1e-4)
+
+
+@pytest.mark.parametrize("family", P.SET_FAMILIES)
+def test_pairs_keep_parameters_in_range(digits, family):
+    x, y = digits
+    pairs = P.make_pairs(x, y, family, n_per_image=2, seed=0)
+    assert pairs["x"].shape == pairs["x_tilde"].shape == (32, 1, 28, 28)
+    assert pairs["params"].shape == (32, 5) and pairs["family"].shape == (32,)
+    assert 0 <= pairs["x_tilde"].min() and pairs["x_tilde"].max() <= 1
+    p = pairs["params"]
+    r = pairs["family"] == 0
+    assert (p[r, 0].abs() <= P.MAX_ANGLE).all() and (p[r, 2:4].abs() <= P.MAX_SHIFT).all()
+    assert ((p[r, 1] >= P.SCALES[0]) & (p[r, 1] <= P.SCALES[1])).all()
+    assert ((p[~r, 4] >= P.ELASTIC_RMS[0]) & (p[~r, 4] <= P.ELASTIC_RMS[1])).all()
+    # the perturbations do move the digits, and the same seed gives the same pairs
+    assert (pairs["x_tilde"] - pairs["x"]).flatten(1).norm(dim=1).min() > 0.5
+    again = P.make_pairs(x, y, family, n_per_image=2, seed=0)
+    assert torch.equal(again["x_tilde"], pairs["x_tilde"])
+
+
+def test_elastic_displacement_size(digits):
+    x, _ = digits
+    small = P.elastic(x, torch.full((len(x),), 0.5), torch.Generator().manual_seed(0))
+    large = P.elastic(x, torch.full((len(x),), 3.0), torch.Generator().manual_seed(0))
+    d = lambda a: (a - x).flatten(1).norm(dim=1).mean()
+    assert 0 < d(small) < d(large)
+
+
+@pytest.mark.parametrize("generator", P.GENERATORS)
+def test_cvae_shapes_and_finite_elbo(digits, generator):
+    x, _ = digits
+    torch.manual_seed(0)
+    model = P.PerturbationCVAE(latent_dim=4, width=4, hidden=16, generator=generator)
+    x_t = P.rts(x, P.sample_rts_params(len(x), torch.Generator().manual_seed(1)))
+    out = model.elbo(x, x_t)
+    assert out["elbo"].shape == out["rec"].shape == out["kl"].shape == (len(x),)
+    assert torch.isfinite(out["elbo"]).all() and (out["kl"] >= 0).all()
+    assert torch.allclose(out["elbo"], out["rec"] - out["kl"])
+    mu, sigma = model.prior_params(x)
+    assert mu.shape == sigma.shape == (len(x), 4) and (sigma > 0).all()
+    g = model.generate(torch.zeros(len(x), 4), x)
+    assert g.shape == x.shape and 0 <= g.min() and g.max() <= 1
+    model.loss(x, x_t).backward()         # every network gets a gradient
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_kl_zero_iff_posterior_equals_prior():
+    torch.manual_seed(0)
+    mu, lv = torch.randn(5, 3), torch.randn(5, 3)
+    assert torch.allclose(P.cvae_kl(mu, lv, mu, lv), torch.zeros(5), atol=1e-6)
+    assert (P.cvae_kl(mu + 0.5, lv, mu, lv) > 0).all()
+    # against torch.distributions
+    q = torch.distributions.Normal(mu + 0.3, (0.5 * (lv - 0.2)).exp())
+    p = torch.distributions.Normal(mu, (0.5 * lv).exp())
+    ref = torch.distributions.kl_divergence(q, p).sum(-1)
+    assert torch.allclose(P.cvae_kl(mu + 0.3, lv - 0.2, mu, lv), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["ball", "sphere", "radial"])
+def test_sample_set_radius(cvae, digits, mode):
+    x, _ = digits
+    eps = 1.7
+    samples, u = P.sample_set(cvae, x, eps, n=5, mode=mode, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (5, len(x), 1, 28, 28) and u.shape == (5, len(x), 4)
+    norms = u.norm(dim=-1)
+    assert (norms <= eps + 1e-5).all()
+    if mode == "sphere":
+        assert torch.allclose(norms, torch.full_like(norms, eps), atol=1e-5)
+    else:
+        assert norms.min() < 0.95 * eps          # not all on the surface
+    # the samples are the generator's points at those offsets
+    with torch.no_grad():
+        assert torch.allclose(samples[0], cvae.generate(u[0], x), atol=1e-6)
+
+
+def test_latent_pgd_stays_in_radius_and_raises_the_loss(cvae, digits):
+    x, y = digits
+    torch.manual_seed(0)
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+    eps = 2.0
+    x_adv, u = P.latent_pgd(cvae, clf, x, y, eps, steps=10, generator=torch.Generator().manual_seed(0))
+    assert (u.norm(dim=1) <= eps + 1e-5).all()
+    with torch.no_grad():
+        assert torch.allclose(x_adv, cvae.generate(u, x), atol=1e-6)
+        centre = F.cross_entropy(clf(cvae.generate(torch.zeros_like(u), x)), y, reduction="none")
+        attacked = F.cross_entropy(clf(x_adv), y, reduction="none")
+    assert attacked.mean() > centre.mean()
+    # a larger radius finds at least as bad points on average
+    x_big, _ = P.latent_pgd(cvae, clf, x, y, 4 * eps, steps=10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert F.cross_entropy(clf(x_big), y) > F.cross_entropy(clf(cvae.generate(torch.zeros_like(u), x)), y)
+
+
+def test_approximation_error_shrinks_with_radius(cvae, digits):
+    x, _ = digits
+    x_t = P.rts(x, P.sample_rts_params(len(x), torch.Generator().manual_seed(1)))
+    e0 = P.approximation_error(cvae, x, x_t, 0.0)
+    e2 = P.approximation_error(cvae, x, x_t, 3.0, steps=10)
+    with torch.no_grad():
+        centre = (cvae.generate(torch.zeros(len(x), 4), x) - x_t).flatten(1).norm(dim=1)
+    assert torch.allclose(e0, centre, atol=1e-4)
+    assert (e2 <= e0 + 1e-4).all() and e2.mean() < e0.mean()
+
+
+def test_latent_radius_matches_definition(cvae, digits):
+    x, _ = digits
+    x_t = x.flip(-1)
+    r = P.latent_radius(cvae, x, x_t)
+    with torch.no_grad():
+        mu, sigma = cvae.prior_params(x)
+        mu_q, _ = cvae.posterior(torch.cat([x, x_t], 1))
+    assert torch.allclose(r, ((mu_q - mu) / sigma).norm(dim=1), atol=1e-5)
+
+
+def test_distance_to_family_finds_the_true_grid_point(digits):
+    x, _ = digits
+    grid = P.rts_grid(5, 3, 3)
+    params = grid[[7, 30, 100]]
+    samples = torch.stack([P.rts(x[:3], params)])            # (1, 3, 1, 28, 28)
+    dist, best = P.distance_to_family(samples, x[:3], grid)
+    assert (dist < 1e-2).all()          # cdist works through matrix products: tiny rounding
+    assert torch.allclose(best[0], params)
+
+
+def test_bad_parameters_raise(cvae, digits):
+    x, y = digits
+    for bad in (-1.0, float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError, match="eps"):
+            P.sample_set(cvae, x, bad)
+        with pytest.raises(ValueError, match="eps"):
+            P.latent_pgd(cvae, lambda t: t.flatten(1)[:, :10], x, y, bad)
+    with pytest.raises(ValueError, match="family"):
+        P.make_pairs(x, y, "shear")
+    with pytest.raises(ValueError, match="family"):
+        P.CVAEConfig(family="shear")
+    with pytest.raises(ValueError, match="generator"):
+        P.CVAEConfig(generator="gan")
+    with pytest.raises(ValueError, match="method"):
+        P.RobustClassifierConfig(method="trades")
+    with pytest.raises(ValueError, match="eps"):
+        P.RobustClassifierConfig(eps=-2.0)
+    with pytest.raises(ValueError, match="mode"):
+        P.sample_set(cvae, x, 1.0, mode="cube")
+    with pytest.raises(ValueError, match="Unknown CVAEConfig field"):
+        P.get_cvae(epoch=3)
+    with pytest.raises(ValueError, match="scale"):
+        P.rts(x[:1], torch.tensor([[0.0, 0.0, 0.0, 0.0]]))
+
+
+def test_cvae_and_classifier_go_through_the_cache():
+    cfg = P.CVAEConfig(n_val=3900, pairs_per_image=1, latent_dim=2, width=4, hidden=8, epochs=1, batch_size=256)
+    m1, h1 = P.get_cvae(cfg, device="cpu")
+    m2, h2 = P.get_cvae(cfg, device="cpu")
+    assert h1 == h2 and len(h1["val_elbo"]) == 1 and math.isfinite(h1["val_elbo"][0])
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert rv.cache.checkpoint_path(cfg).exists()
