@@ -46,7 +46,7 @@ from torch.nn.utils import parametrizations
 
 from . import cache, certify, data
 from .models import LIKELIHOODS, VAE
-from .training import _coerce, _train_data, fit, vae_metrics
+from .training import fit, make_config, training_data, vae_metrics
 from .utils import check_choice, check_fields, check_positive, resolve_device
 
 __all__ = [
@@ -343,11 +343,11 @@ def get_lipschitz_vae(config: LipschitzVAEConfig | None = None, device: str | to
     >>> vae, hist = get_lipschitz_vae(margin=0.5, r=4.0)             # doctest: +SKIP
     >>> robustvae.certify.certified_margins(vae, x, r=4.0).min()     # doctest: +SKIP
     """
-    cfg = _coerce(LipschitzVAEConfig, config, overrides)
+    cfg = make_config(LipschitzVAEConfig, config, overrides)
     dev = resolve_device(device)
 
     def train(model: LipschitzVAE) -> dict:
-        x, y = _train_data(cfg.dataset, cfg.n_train, cfg.seed)
+        x, y = training_data(cfg.dataset, cfg.n_train, cfg.seed)
         x_test, _ = data.load_dataset(cfg.dataset, "test")
 
         def on_epoch(m, epoch):

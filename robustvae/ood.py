@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import VAE, gaussian_kl
+from .training import device_of
 
 __all__ = [
     "Detector", "KLScore", "LatentNorm", "EncoderVariance", "LatentMahalanobis",
@@ -66,10 +67,6 @@ TRANSFORMS = ("rot90", "rot180", "rot270", "hflip", "vflip")
 def _check_images(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"Expected a (N, C, H, W) image tensor, got {getattr(x, 'shape', type(x))}.")
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 # ---------------------------------------------------------------------------------------
@@ -116,7 +113,7 @@ class Detector(ABC):
         _check_images(x)
         was_training = self.model.training
         self.model.eval()
-        dev = _device_of(self.model)
+        dev = device_of(self.model)
         try:
             out = [self._score_batch(x[i : i + self.batch_size].to(dev)).detach().double().cpu()
                    for i in range(0, len(x), self.batch_size)]
@@ -208,7 +205,7 @@ class LatentMahalanobis(_VAEDetector):
         _check_images(x_train)
         if len(x_train) < 2:
             raise ValueError("LatentMahalanobis.fit needs at least 2 training images.")
-        dev = _device_of(self.vae)
+        dev = device_of(self.vae)
         self.vae.eval()
         mu = torch.cat([self.vae.encode(x_train[i : i + self.batch_size].to(dev))[0].double()
                         for i in range(0, len(x_train), self.batch_size)])

@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from . import cache, data
 from .models import Classifier
-from .training import _coerce, _device_of, accuracy, fit
+from .training import accuracy, device_of, fit, make_config
 from .utils import check_choice, check_fields, check_positive, resolve_device
 
 __all__ = [
@@ -401,7 +401,7 @@ def get_cvae(config: CVAEConfig | None = None, device: str | torch.device = "aut
     to 1 over ``warmup_epochs`` epochs; the history has per-epoch
     ``train_loss`` and ``val_elbo`` (on the validation pairs).
     """
-    cfg = _coerce(CVAEConfig, config, overrides)
+    cfg = make_config(CVAEConfig, config, overrides)
     dev = resolve_device(device)
 
     def train(model: PerturbationCVAE) -> dict:
@@ -409,7 +409,7 @@ def get_cvae(config: CVAEConfig | None = None, device: str | torch.device = "aut
         xx = torch.cat([tr["x"], tr["x_tilde"]], dim=1)        # (N, 2, 28, 28): fit() batches one tensor
 
         def on_epoch(m, epoch):
-            d = _device_of(m)
+            d = device_of(m)
             out = [m.elbo(va["x"][i:i + 500].to(d), va["x_tilde"][i:i + 500].to(d))["elbo"].sum().item()
                    for i in range(0, len(va["x"]), 500)]
             return {"val_elbo": sum(out) / len(va["x"])}
@@ -437,7 +437,7 @@ def latent_radius(cvae: PerturbationCVAE, x: torch.Tensor, x_tilde: torch.Tensor
 
     Wong & Kolter pick the radius of S(x) as a percentile of this quantity on validation pairs.
     """
-    dev = _device_of(cvae)
+    dev = device_of(cvae)
     out = []
     for i in range(0, len(x), batch_size):
         xb, xt = x[i:i + batch_size].to(dev), x_tilde[i:i + batch_size].to(dev)
@@ -468,7 +468,7 @@ def sample_set(cvae: PerturbationCVAE, x: torch.Tensor, eps: float, n: int = 1, 
     eps = _check_eps(eps)
     check_choice("mode", mode, ("ball", "sphere", "radial"))
     check_positive("n", n)
-    dev = _device_of(cvae)
+    dev = device_of(cvae)
     x = x.to(dev)
     with torch.no_grad():
         prior = cvae.prior_params(x)
@@ -541,7 +541,7 @@ def approximation_error(cvae: PerturbationCVAE, x: torch.Tensor, x_tilde: torch.
     """
     eps = _check_eps(eps)
     alpha = 2.5 * max(eps, 1e-3) / max(steps, 1) if alpha is None else alpha
-    dev = _device_of(cvae)
+    dev = device_of(cvae)
     out = []
     for i in range(0, len(x), batch_size):
         xb, xt = x[i:i + batch_size].to(dev), x_tilde[i:i + batch_size].to(dev)
@@ -631,7 +631,7 @@ def get_robust_classifier(config: RobustClassifierConfig | None = None, device: 
     Same network, optimiser and data (the dataset's whole training split) for every method;
     the history has per-epoch ``train_loss`` and ``test_acc`` (clean).
     """
-    cfg = _coerce(RobustClassifierConfig, config, overrides)
+    cfg = make_config(RobustClassifierConfig, config, overrides)
     dev = resolve_device(device)
 
     def train(model: Classifier) -> dict:

@@ -46,7 +46,7 @@ from torch import nn
 
 from . import attacks, cache, data
 from .models import LIKELIHOODS, VAE, gaussian_kl
-from .training import _coerce, _device_of, fit, get_classifier
+from .training import device_of, fit, get_classifier, make_config
 from .utils import check_choice, check_fields, check_positive, resolve_device
 
 __all__ = [
@@ -281,7 +281,7 @@ def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, b
     The torch random state is forked and seeded with ``seed``, so a stochastic pipeline gives
     the same answer on every call and the caller's random numbers are left untouched.
     """
-    dev = x.device if not any(True for _ in model.parameters()) else _device_of(model)
+    dev = x.device if not any(True for _ in model.parameters()) else device_of(model)
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -387,7 +387,7 @@ def defense_vae_training_pairs(classifier: nn.Module, x: torch.Tensor, y: torch.
     ``clean_fraction`` of the shuffled images stay clean, the next half of the rest get FGSM,
     the others ``pgd_steps``-step L-inf PGD (Madry et al., ICLR 2018), all on ``classifier``.
     """
-    dev = _device_of(classifier)
+    dev = device_of(classifier)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(x)
     perm = torch.randperm(n, generator=gen)
@@ -431,7 +431,7 @@ def get_defense_vae(config: DefenseVAEConfig | None = None, device: str | torch.
     ``test_mse_attacked`` (pixel MSE between the posterior-mean reconstruction of FGSM test
     images at the largest eps and the clean test images).
     """
-    cfg = _coerce(DefenseVAEConfig, config, overrides)
+    cfg = make_config(DefenseVAEConfig, config, overrides)
     dev = resolve_device(device)
 
     def train(model):

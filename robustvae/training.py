@@ -92,7 +92,8 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_s
     return torch.cat(outs)
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """The device that holds ``model``'s parameters."""
     return next(model.parameters()).device
 
 
@@ -101,7 +102,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> 
     """Classifier logits for ``x`` (CPU tensor out), in eval mode."""
     was_training = model.training
     model.eval()
-    out = batched(model, x, batch_size, _device_of(model))
+    out = batched(model, x, batch_size, device_of(model))
     model.train(was_training)
     return out
 
@@ -129,7 +130,7 @@ def fit(
     ``history["train_loss"]`` holds the mean training loss of each epoch; ``on_epoch`` may add
     more per-epoch values (it runs in eval mode without gradients).
     """
-    device = _device_of(model)
+    device = device_of(model)
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -161,13 +162,16 @@ def fit(
     return history
 
 
-def _train_data(dataset: str, n_train: int | None, seed: int):
+def training_data(dataset: str, n_train: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split of ``dataset``, or a class-stratified subset of ``n_train`` images drawn with ``seed``."""
     x, y = data.load_dataset(dataset, "train")
     return data.stratified_subset(x, y, n_train, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------
-def _coerce(config_cls, config, overrides):
+def make_config(config_cls, config, overrides):
+    """``config``, or ``config_cls(**overrides)`` when it is ``None`` (unknown field names raise a
+    ``ValueError`` naming the valid ones), with ``overrides`` applied to a given ``config``."""
     if config is None:
         names = {f.name for f in dataclasses.fields(config_cls)}
         unknown = set(overrides) - names
@@ -189,11 +193,11 @@ def get_classifier(config: ClassifierConfig | None = None, device: str | torch.d
     Cross-entropy, Adam, seeded shuffling; the history has per-epoch ``train_loss`` and
     ``test_acc`` (on the dataset's test split, for the learning curve only).
     """
-    cfg = _coerce(ClassifierConfig, config, overrides)
+    cfg = make_config(ClassifierConfig, config, overrides)
     dev = resolve_device(device)
 
     def train(model):
-        x, y = _train_data(cfg.dataset, cfg.n_train, cfg.seed)
+        x, y = training_data(cfg.dataset, cfg.n_train, cfg.seed)
         x_test, y_test = data.load_dataset(cfg.dataset, "test")
         return fit(
             model, lambda m, xb, yb: F.cross_entropy(m(xb), yb), x, y,
@@ -208,7 +212,7 @@ def get_classifier(config: ClassifierConfig | None = None, device: str | torch.d
 @torch.no_grad()
 def vae_metrics(vae: VAE, x: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
     """Mean ELBO, its two terms (nats per image) and the pixel MSE of mean reconstructions."""
-    dev = _device_of(vae)
+    dev = device_of(vae)
     sums = {"elbo": 0.0, "rec": 0.0, "kl": 0.0, "mse": 0.0}
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(dev)
@@ -226,11 +230,11 @@ def get_vae(config: VAEConfig | None = None, device: str | torch.device = "auto"
     Maximises the beta-weighted ELBO with Adam; the history has per-epoch ``train_loss``
     (the beta-weighted negative ELBO), ``test_elbo`` and ``test_mse``.
     """
-    cfg = _coerce(VAEConfig, config, overrides)
+    cfg = make_config(VAEConfig, config, overrides)
     dev = resolve_device(device)
 
     def train(model):
-        x, y = _train_data(cfg.dataset, cfg.n_train, cfg.seed)
+        x, y = training_data(cfg.dataset, cfg.n_train, cfg.seed)
         x_test, _ = data.load_dataset(cfg.dataset, "test")
 
         def on_epoch(m, epoch):
