@@ -136,6 +136,39 @@ def _inner(det: Detector, x: torch.Tensor, memo: dict[int, torch.Tensor] | None)
     return det.score(x)
 
 
+class _Composite(Detector):
+    """A score computed from other detectors' scores (named by keyword: ``likelihood=...``).
+
+    It scores whole sets through :meth:`score_reusing`, so inner scores already computed on the
+    same images are reused; fitting it fits every inner detector.
+    """
+
+    def __init__(self, **inner: Detector):
+        for what, d in inner.items():
+            if not isinstance(d, Detector):
+                raise ValueError(f"{type(self).__name__} needs a {what} Detector, got {type(d).__name__}.")
+        first = next(iter(inner.values()))
+        super().__init__(first.model, first.batch_size)
+        self.inner_detectors = tuple(inner.values())
+        for what, d in inner.items():
+            setattr(self, what, d)
+
+    def fit(self, x_train):
+        for d in self.inner_detectors:
+            d.fit(x_train)
+        return self
+
+    def _score_batch(self, x):  # pragma: no cover - score() is overridden
+        raise NotImplementedError
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score_reusing(x, {})
+
+    @abstractmethod
+    def score_reusing(self, x, memo):
+        """The score of ``x``, from the inner detectors' scores (see :meth:`Detector.score_reusing`)."""
+
+
 class _VAEDetector(Detector):
     def __init__(self, vae: VAE, batch_size: int = 500):
         super().__init__(vae, batch_size)
@@ -325,7 +358,7 @@ def bernoulli_entropy(x: torch.Tensor) -> torch.Tensor:
     return h.flatten(1).sum(dim=1)
 
 
-class InputComplexity(Detector):
+class InputComplexity(_Composite):
     """Input-complexity-corrected likelihood (Serra et al., ICLR 2020, Eq. 2):
 
     ``S(x) = -log2 p(x) - L(x)``, in bits per pixel,
@@ -346,23 +379,10 @@ class InputComplexity(Detector):
     name = "input complexity S(x)"
 
     def __init__(self, likelihood: Detector, compressor: str = "png"):
-        if not isinstance(likelihood, Detector):
-            raise ValueError(f"InputComplexity needs a likelihood Detector, got {type(likelihood).__name__}.")
+        super().__init__(likelihood=likelihood)
         if compressor not in COMPRESSORS:
             raise ValueError(f"Unknown compressor {compressor!r}. Valid: {', '.join(COMPRESSORS)}.")
-        super().__init__(likelihood.model, likelihood.batch_size)
-        self.likelihood = likelihood
         self.compressor = compressor
-
-    def fit(self, x_train):
-        self.likelihood.fit(x_train)
-        return self
-
-    def _score_batch(self, x):  # pragma: no cover - score() is overridden
-        raise NotImplementedError
-
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        return self.score_reusing(x, {})
 
     def score_reusing(self, x, memo):
         _check_images(x)
@@ -371,7 +391,7 @@ class InputComplexity(Detector):
         return (nll_bits - compressed_bits(x, self.compressor)) / d
 
 
-class BernoulliCeilingRatio(Detector):
+class BernoulliCeilingRatio(_Composite):
     """The likelihood measured from its ceiling: ``score(x) = -log p(x) - sum_i H_b(x_i)`` (nats).
 
     Under a Bernoulli decoder the log-likelihood of a grey-level image is bounded above by
@@ -392,33 +412,20 @@ class BernoulliCeilingRatio(Detector):
     name = "-log p(x) - sum H_b(x)"
 
     def __init__(self, likelihood: Detector):
-        if not isinstance(likelihood, Detector):
-            raise ValueError(f"BernoulliCeilingRatio needs a likelihood Detector, got {type(likelihood).__name__}.")
+        super().__init__(likelihood=likelihood)
         kind = getattr(likelihood.model, "likelihood", None)
         if kind != "bernoulli":
             raise ValueError(
                 f"BernoulliCeilingRatio applies to Bernoulli decoders only; the model's likelihood is {kind!r}. "
                 "Use InputComplexity or LikelihoodRatio instead."
             )
-        super().__init__(likelihood.model, likelihood.batch_size)
-        self.likelihood = likelihood
-
-    def fit(self, x_train):
-        self.likelihood.fit(x_train)
-        return self
-
-    def _score_batch(self, x):  # pragma: no cover - score() is overridden
-        raise NotImplementedError
-
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        return self.score_reusing(x, {})
 
     def score_reusing(self, x, memo):
         _check_images(x)
         return _inner(self.likelihood, x, memo) - bernoulli_entropy(x)
 
 
-class LikelihoodRatio(Detector):
+class LikelihoodRatio(_Composite):
     """Likelihood ratio against a background model (Ren et al., NeurIPS 2019, Eq. 5):
 
     ``score(x) = -[log p_theta(x) - log p_theta0(x)]``,
@@ -432,23 +439,7 @@ class LikelihoodRatio(Detector):
     name = "likelihood ratio"
 
     def __init__(self, likelihood: Detector, background: Detector):
-        for what, d in (("likelihood", likelihood), ("background", background)):
-            if not isinstance(d, Detector):
-                raise ValueError(f"LikelihoodRatio needs a {what} Detector, got {type(d).__name__}.")
-        super().__init__(likelihood.model, likelihood.batch_size)
-        self.likelihood = likelihood
-        self.background = background
-
-    def fit(self, x_train):
-        self.likelihood.fit(x_train)
-        self.background.fit(x_train)
-        return self
-
-    def _score_batch(self, x):  # pragma: no cover - score() is overridden
-        raise NotImplementedError
-
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        return self.score_reusing(x, {})
+        super().__init__(likelihood=likelihood, background=background)
 
     def score_reusing(self, x, memo):
         # -log p_theta(x) + log p_theta0(x) = nll_theta - nll_theta0
