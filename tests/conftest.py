@@ -16,3 +16,29 @@ def _isolated_cache(tmp_path, monkeypatch):
 def tiny_images():
     g = torch.Generator().manual_seed(0)
     return torch.rand(6, 1, 28, 28, generator=g)
+
+
+def _train_logistic(stride: int, steps: int, seed: int | None = 0) -> torch.nn.Module:
+    """A logistic-regression 'classifier' trained by Adam on every ``stride``-th mnist-5k training digit
+    (its initial weights drawn after ``torch.manual_seed(seed)``, or from the current RNG state if ``None``)."""
+    import torch.nn.functional as F
+
+    import robustvae as rv
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    x, y = rv.load_dataset("mnist-5k", "train")
+    x, y = x[::stride], y[::stride]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def train_logistic():
+    """Factory of tiny trained classifiers for attack and purification tests: ``train_logistic(stride, steps)``."""
+    return _train_logistic

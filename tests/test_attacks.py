@@ -8,18 +8,9 @@ from robustvae import attacks
 
 
 @pytest.fixture(scope="module")
-def tiny_classifier_and_data():
+def tiny_classifier_and_data(train_logistic):
     """A logistic-regression 'classifier' trained for a few seconds on 1,000 digits."""
-    torch.manual_seed(0)
-    x, y = rv.load_dataset("mnist-5k", "train")
-    x, y = x[::4], y[::4]
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(150):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval()
+    model = train_logistic(stride=4, steps=150)
     xt, yt = rv.load_dataset("mnist-5k", "test")
     keep = model(xt).argmax(1) == yt  # attack correctly classified images only
     return model, xt[keep][:64], yt[keep][:64]

@@ -1,26 +1,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import robustvae as rv
 from robustvae import attacks, cache, purify
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(train_logistic):
     """A tiny untrained VAE, a logistic-regression classifier trained for a moment, and digits."""
     torch.manual_seed(0)
     vae = rv.VAE(latent_dim=4, width=8, hidden=32).eval().requires_grad_(False)
-    x, y = rv.load_dataset("mnist-5k", "train")
-    x, y = x[::8], y[::8]
-    clf = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    opt = torch.optim.Adam(clf.parameters(), lr=0.01)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(clf(x), y).backward()
-        opt.step()
-    clf.eval().requires_grad_(False)
+    clf = train_logistic(stride=8, steps=100, seed=None).requires_grad_(False)
     xt, yt = rv.load_dataset("mnist-5k", "test")
     return vae, clf, xt[:16], yt[:16]
 
