@@ -623,7 +623,9 @@ def bootstrap_ci(fn: Callable[..., float], *arrays, n_boot: int = 1000, level: f
     """``(fn(*arrays), low, high)``: a paired percentile-bootstrap interval for any statistic.
 
     The same resampled indices are applied to every array, so differences between two
-    methods evaluated on the same examples keep their pairing.
+    methods evaluated on the same examples keep their pairing. A statistic that can be infinite
+    (a median margin never broken within an attack's search grid) gets quantiles without
+    interpolation, which would turn ``inf - inf`` into NaN.
     """
     arrs = [_np(a) for a in arrays]
     n = len(arrs[0])
@@ -636,7 +638,9 @@ def bootstrap_ci(fn: Callable[..., float], *arrays, n_boot: int = 1000, level: f
     for _ in range(n_boot):
         i = rng.integers(0, n, n)
         vals.append(fn(*[a[i] for a in arrs]))
-    lo, hi = np.quantile(vals, [0.5 - level / 2, 0.5 + level / 2])
+    finite = np.isfinite(vals).all() and all(np.isfinite(a.astype(np.float64)).all() for a in arrs)
+    method = "linear" if finite else "inverted_cdf"
+    lo, hi = np.quantile(vals, [0.5 - level / 2, 0.5 + level / 2], method=method)
     return float(fn(*arrs)), float(lo), float(hi)
 
 

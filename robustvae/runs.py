@@ -16,6 +16,11 @@ Python literals (:func:`ast.literal_eval`, else a string) of the default's type;
 every dataset asked for is loaded once, so that one with no reachable source (full MNIST offline)
 fails with :class:`~robustvae.data.DataSourceError` before any notebook starts.
 
+A chapter's claims (:class:`robustvae.claims.Claims`) are asserted in the book; a rerun or sweep
+passes ``strict_claims=False`` (unless ``-p strict_claims=True`` is given), so that a claim that
+does not hold on another dataset or at other sizes is reported in the executed notebook and
+counted in the ``claims_checked`` / ``claims_failed`` columns, instead of stopping the chapter.
+
 A sweep runs each grid point as an independent papermill job through Dask distributed
 (:class:`distributed.LocalCluster` by default, or ``--scheduler tcp://host:8786`` for a running
 cluster whose workers see the same files), shows a progress bar, and gathers one results table
@@ -41,6 +46,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
     "PROFILES",
+    "STRICT",
     "ROOT",
     "BOOK",
     "RUNS",
@@ -90,6 +96,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "n_foreign": 100,
         # 06 r-robustness, 07 certified
         "n_inputs": 10, "n_mc": 20, "n_mc_p0": 50, "n_radii": 5, "attack_steps": 5, "refine_steps": 2,
+        # 08 perturbation sets
+        "cvae_epochs": 1, "train_attack_steps": 1, "eval_attack_steps": 3, "n_quality": 5,
+        # 09 scorecard
+        "n_ood": 50, "n_detect": 20, "detect_steps": 10, "n_purify": 10, "purify_steps": 5,
+        "n_margin": 10, "margin_steps": 5,
     },
     # The chapters' default sizes on full MNIST (60,000 / 10,000): needs torchvision's files
     # under $ROBUSTVAE_DATA or a network connection.
@@ -97,6 +108,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     # The chapters' default sizes on Fashion-MNIST.
     "full-fashion": {"dataset": "fashion-mnist"},
 }
+
+
+#: The chapters' parameter that makes a failing claim stop the notebook (True in the book). Reruns
+#: and sweeps set it to False unless given: a claim that fails there is a result, reported in the
+#: notebook's output and in the ``claims_failed`` column of the results table.
+STRICT = "strict_claims"
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
@@ -335,6 +352,8 @@ def _resolve(nb: Path, declared: Mapping[str, Any], profile: Mapping[str, Any],
     """Profile entries the chapter declares, then the user's parameters (checked)."""
     merged = {k: v for k, v in profile.items() if k in declared}
     merged.update(params)
+    if STRICT in declared:  # a rerun reports failing claims instead of stopping, unless asked
+        merged.setdefault(STRICT, False)
     check_parameters(nb.stem, declared, merged)
     return merged
 
@@ -564,20 +583,25 @@ def rerun(chapters: Sequence[str], name: str, params: Mapping[str, Any] | None =
     """
     jobs = plan_rerun(chapters, name, params, profile=profile, book=book, runs=runs)
     check_data(jobs)
+    out_dir = Path(runs) / name
     results = []
+    table = None
     for job in jobs:
         shown = ", ".join(f"{k}={v!r}" for k, v in job.parameters.items()) or "defaults"
         print(f"== {job.notebook.stem} -> {os.path.relpath(job.output)} ({shown})", flush=True)
         res = execute_job(job, kernel=kernel, progress_bar=progress_bar)
-        print(f"   {res['status']} in {res['wall_s']:.0f} s" + (f": {res['error']}" if res["error"] else ""),
+        failed = res["glued"].get("claims_failed")
+        claims = (f", {failed} of {res['glued'].get('claims_checked')} claims fail"
+                  if isinstance(failed, int) and failed else "")
+        print(f"   {res['status']} in {res['wall_s']:.0f} s{claims}" + (f": {res['error']}" if res["error"] else ""),
               flush=True)
         results.append(res)
+        # after every chapter, so that an interrupted rerun keeps the rows of the finished ones
+        _write_manifest(out_dir, "rerun", jobs[: len(results)], results)
+        table = results_table(jobs[: len(results)], results)
+        table.to_csv(out_dir / "results.csv", index=False)
         if res["error"] and stop_on_error:
             break
-    out_dir = Path(runs) / name
-    _write_manifest(out_dir, "rerun", jobs[: len(results)], results)
-    table = results_table(jobs[: len(results)], results)
-    table.to_csv(out_dir / "results.csv", index=False)
     return table
 
 
@@ -713,8 +737,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     shown = table.drop(columns=["notebook"])
     if args.command == "rerun":  # one row per chapter, each with its own numbers: those are in the CSV
-        shown = shown[["chapter", "status", "wall_s", "error"]]
-    shown["error"] = [e if not isinstance(e, str) else " ".join(e.split())[:100] for e in shown["error"]]
+        shown = shown[["chapter", "status", "wall_s"]
+                      + [c for c in ("claims_checked", "claims_failed") if c in shown] + ["error"]]
+    shown["error"] = [" ".join(e.split())[:100] if isinstance(e, str) else "" for e in shown["error"]]
+    for col in ("claims_checked", "claims_failed"):  # counts, not floats (a failed chapter has none)
+        if col in shown:
+            shown[col] = shown[col].astype("Int64")
     with pd.option_context("display.max_columns", 30, "display.width", 200, "display.max_colwidth", 100):
         print(shown.round(3).to_string(index=False))
     print(f"results: {os.path.relpath(Path(args.runs_dir) / args.name / 'results.csv')}")

@@ -120,16 +120,8 @@ def bootstrap(values, statistic: Callable[[np.ndarray], float] = np.mean, n_boot
         raise ValueError("bootstrap needs at least one value.")
     if np.isnan(v).any():
         raise ValueError("bootstrap got NaN values.")
-    fn = lambda a: float(statistic(a))  # noqa: E731
-    if np.isfinite(v).all():
-        value, lo, hi = calibration.bootstrap_ci(fn, v, n_boot=n_boot, level=level, seed=seed)
-    else:
-        # infinite values (a margin never broken within the search grid): the same resamples,
-        # but quantiles without interpolation, which would turn inf - inf into NaN
-        rng = np.random.default_rng(seed)
-        stats = [fn(v[rng.integers(0, len(v), len(v))]) for _ in range(n_boot)]
-        lo, hi = np.quantile(stats, [0.5 - level / 2, 0.5 + level / 2], method="inverted_cdf")
-        value = fn(v)
+    value, lo, hi = calibration.bootstrap_ci(lambda a: float(statistic(a)), v, n_boot=n_boot, level=level,
+                                             seed=seed)  # infinite margins: see bootstrap_ci
     return Estimate(value, lo, hi, {"values": v})
 
 

@@ -26,3 +26,37 @@ def test_appendix_reports_a_failing_claim_as_failing(tmp_path):
     csv.write_text("seed,status,best1_auroc,like2_auroc\n0,ok,0.99,0.7\n")
     table = mod._sweep_table(csv)
     assert "0.990 holds" in table and "0.700 **fails**" in table
+
+
+def test_smoke_rerun_table_counts_claims_per_dataset(tmp_path, monkeypatch):
+    mod = _make_appendix()
+    monkeypatch.setattr(mod, "RESULTS", tmp_path)
+    assert mod._smoke_table() is None  # no reruns recorded: no section
+    (tmp_path / "rerun_smoke_mnist-5k.csv").write_text(
+        "chapter,status,error,wall_s,claims_checked,claims_failed,claims_failing\n"
+        "01_models,ok,,60.2,3,0,none\n02_ood,ok,,100.0,7,2,#1 #4\n")
+    (tmp_path / "rerun_smoke_fashion-mnist.csv").write_text(
+        "chapter,status,error,wall_s,claims_checked,claims_failed,claims_failing\n"
+        "01_models,failed,TypeError: x,30.0,,,\n")
+    table, sentence = mod._smoke_table()
+    assert "| `02_ood` | ok, 100 | 2 of 7 (#1 #4) | not run | - |" in table
+    assert "| `01_models` | ok, 60 | 0 of 3 | failed, 30 | - |" in table
+    assert sentence == ("In these runs on mnist-5k, 2 of 2 chapters ran to the end in 3 min and 2 of 10 claims "
+                        "failed; on fashion-mnist, 0 of 1 chapters ran to the end in 0 min and 0 of 0 claims failed.")
+
+
+def test_bjorck_orthonormalises_and_every_parametrisation_trains():
+    spec = importlib.util.spec_from_file_location("bench_param", ROOT / "benchmarks" / "bench_parametrisations.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    import torch
+
+    torch.manual_seed(0)
+    for shape in ((64, 784), (256, 16)):
+        w = mod.Bjorck(30)(torch.randn(shape, dtype=torch.float64))
+        small = min(shape)
+        gram = w @ w.T if shape[0] < shape[1] else w.T @ w
+        assert torch.allclose(gram, torch.eye(small, dtype=torch.float64), atol=1e-4), shape
+    x = torch.rand(8, 1, 28, 28)
+    for kind in mod.KINDS:
+        assert mod.step_time(kind, x, warmup=0, repeats=1) > 0

@@ -231,6 +231,9 @@ def test_spearman_and_bootstrap():
     assert cal.spearman(a, -a)[0] == pytest.approx(-1.0)
     est, lo, hi = cal.bootstrap_ci(lambda c, k: cal.ece(c, k, n_bins=2), CONF, CORRECT, n_boot=200)
     assert est == pytest.approx(0.08) and lo <= est <= hi
+    # a statistic that can be infinite (a margin never broken) keeps finite, ordered bounds, no NaN
+    est, lo, hi = cal.bootstrap_ci(np.median, np.array([1.0, 2.0, 3.0, np.inf, np.inf]), n_boot=200)
+    assert est == 3.0 and 1.0 <= lo <= 3.0 and hi == np.inf and not np.isnan([lo, hi]).any()
 
 
 def test_score_inputs_on_tiny_models(tiny_images):

@@ -60,6 +60,7 @@ def test_the_books_chapters_are_found_and_their_parameters_read():
     for nb in chapters:
         declared = runs.chapter_parameters(nb)
         assert declared["dataset"] == "mnist-5k" and declared["device"] == "auto", nb.stem
+        assert declared["strict_claims"] is True, nb.stem  # the book asserts its claims
 
 
 def test_parameters_whose_comment_holds_an_equals_sign_are_read(book):
@@ -104,6 +105,14 @@ def test_profiles_apply_only_to_declared_parameters():
     assert jobs[0].output == runs.RUNS / "smoke" / jobs[0].notebook.name
     with pytest.raises(ValueError, match="Unknown profile 'tiny'. Valid profiles: smoke"):
         runs.plan_rerun(["01"], "x", profile="tiny")
+
+
+def test_every_smoke_entry_is_a_parameter_of_some_chapter_and_shrinks_every_chapter():
+    declared = {nb.stem: runs.chapter_parameters(nb) for nb in runs.find_chapters(["all"])}
+    union = set().union(*declared.values())
+    assert not set(runs.PROFILES["smoke"]) - union, "smoke profile entries no chapter declares"
+    for stem, params in declared.items():  # every chapter gets some of its sizes shrunk
+        assert set(params) & set(runs.PROFILES["smoke"]) - {"dataset", "device"}, stem
 
 
 def test_cli_reports_errors_and_starts_nothing(book, tmp_path, capsys):
@@ -202,3 +211,36 @@ def test_a_dataset_with_no_source_fails_before_any_notebook(book, tmp_path, monk
     with pytest.raises(data.DataSourceError, match="'mnist' is not available offline"):
         runs.rerun(["02"], "offline", {"dataset": "mnist"}, book=book, runs=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+CLAIMS_BODY = """\
+from robustvae.claims import Claims
+claims = Claims(dataset, strict=strict_claims)
+claims.check("a is small", a < 3, f"a = {a}")
+claims.check("a is positive", a > 0, f"a = {a}", tuned=True)
+claims.conclude()
+print("after the claims")
+"""
+
+
+def test_reruns_report_failing_claims_instead_of_stopping(tmp_path):
+    book = tmp_path / "book"
+    _notebook(book / "01_claims.ipynb", body=CLAIMS_BODY,
+              params='dataset = "mnist-5k"\na = 1\nstrict_claims = True   # the book asserts its claims\n')
+    jobs = runs.plan_rerun(["01"], "c0", {"a": 5}, book=book, runs=tmp_path / "runs")
+    assert jobs[0].parameters == {"a": 5, "strict_claims": False}
+    assert runs.plan_rerun(["01"], "c0", {"strict_claims": True}, book=book,
+                           runs=tmp_path / "runs")[0].parameters == {"strict_claims": True}
+    sweep_jobs = runs.plan_sweep("01", "c0", {"a": [1, 5]}, book=book, runs=tmp_path / "runs")
+    assert [j.parameters["strict_claims"] for j in sweep_jobs] == [False, False]
+
+    table = runs.rerun(["01"], "c1", {"a": 5}, book=book, runs=tmp_path / "runs", progress_bar=False)
+    assert table.loc[0, "status"] == "ok"
+    assert table.loc[0, "claims_checked"] == 2 and table.loc[0, "claims_failed"] == 1
+    out = nbformat.read(tmp_path / "runs" / "c1" / "01_claims.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.outputs)
+    assert "1 of 2 claims DO NOT HOLD on this run" in text and "after the claims" in text
+
+    strict = runs.rerun(["01"], "c2", {"a": 5, "strict_claims": True}, book=book, runs=tmp_path / "runs",
+                        progress_bar=False)
+    assert strict.loc[0, "status"] == "failed" and "ClaimsFailed" in strict.loc[0, "error"]
