@@ -60,3 +60,13 @@ def test_bjorck_orthonormalises_and_every_parametrisation_trains():
     x = torch.rand(8, 1, 28, 28)
     for kind in mod.KINDS:
         assert mod.step_time(kind, x, warmup=0, repeats=1) > 0
+
+
+def test_full_rerun_table_shows_the_recorded_numbers(tmp_path):
+    mod = _make_appendix()
+    f = tmp_path / "full.csv"
+    f.write_text("chapter,status,error,wall_s,claims_checked,claims_failed,claims_failing,like1_auroc\n"
+                 "02_ood,ok,,44.1,5,0,none,0.4025\n01_models,ok,,1131.5,2,0,none,\n")
+    table, _ = mod._reruns_table({"fashion-mnist": f}, {"02_ood": [("like1_auroc", "AUROC")], "01_models": [("test_acc", "acc")]})
+    assert "| `02_ood` | ok, 44 | 0 of 5 | AUROC 0.403 |" in table
+    assert "| `01_models` | ok, 1132 | 0 of 2 | - |" in table
