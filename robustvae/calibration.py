@@ -623,9 +623,9 @@ def bootstrap_ci(fn: Callable[..., float], *arrays, n_boot: int = 1000, level: f
     """``(fn(*arrays), low, high)``: a paired percentile-bootstrap interval for any statistic.
 
     The same resampled indices are applied to every array, so differences between two
-    methods evaluated on the same examples keep their pairing. A statistic that can be infinite
-    (a median margin never broken within an attack's search grid) gets quantiles without
-    interpolation, which would turn ``inf - inf`` into NaN.
+    methods evaluated on the same examples keep their pairing. Infinite values, in the arrays or
+    in the statistic (a margin never broken within an attack's search grid), get quantiles
+    without interpolation, which would turn ``inf - inf`` into NaN.
     """
     arrs = [_np(a) for a in arrays]
     n = len(arrs[0])
