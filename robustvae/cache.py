@@ -1,8 +1,13 @@
 """The model cache: train a model only if no checkpoint exists for its exact training config.
 
-A checkpoint's file name is a hash of the full training config (every field of the config
-dataclass, the model kind and :data:`CACHE_FORMAT`), so changing any hyper-parameter trains a
-new model and two chapters asking for the same config share one file. The folder is
+A checkpoint's file name is a hash of everything that decides the trained weights: the full
+training config (every field of the config dataclass, the model kind and :data:`CACHE_FORMAT`),
+the code that builds and trains the model (:func:`code_fingerprint`: the syntax tree, without
+docstrings and comments, of the module defining the config and of every ``robustvae`` module it
+imports, directly or not), the torch version and the process's numerics
+(:func:`robustvae.numerics.signature`). Changing a hyper-parameter, the loss, an architecture or
+the torch version trains a new model instead of loading a stale one; two chapters asking for the
+same config share one file. The folder is
 ``$ROBUSTVAE_CACHE`` or, by default, the user's cache directory (``~/.cache/robustvae/models``
 on Linux).
 
@@ -15,8 +20,12 @@ config's ``seed`` alone.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
+import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -31,7 +40,7 @@ import torch
 from platformdirs import user_cache_dir
 from torch import nn
 
-__all__ = ["CACHE_FORMAT", "cache_dir", "config_key", "checkpoint_path", "load_or_train", "CacheWarning"]
+__all__ = ["CACHE_FORMAT", "cache_dir", "code_fingerprint", "config_key", "checkpoint_path", "load_or_train", "CacheWarning"]
 
 log = logging.getLogger("robustvae.cache")
 
@@ -57,9 +66,70 @@ def _config_dict(config: Any) -> dict:
     return {"kind": getattr(config, "kind", type(config).__name__), **dataclasses.asdict(config)}
 
 
+def _package_imports(tree: ast.AST, module: str) -> set[str]:
+    """The ``robustvae`` modules that a module's syntax tree imports (relative or absolute)."""
+    package = module.rpartition(".")[0] or module
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1:
+                base = package + ("." + node.module if node.module else "")
+                found.add(base)
+                found.update(f"{package}.{a.name}" for a in node.names if not node.module)
+            elif node.level == 0 and node.module and node.module.startswith(package):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith(package + "."))
+    return {m for m in found if m != package and importlib.util.find_spec(m) is not None}
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(module: str) -> str:
+    """A hash of the code of ``module`` and of every ``robustvae`` module it imports, transitively.
+
+    Computed on the syntax trees without docstrings (comments and formatting are not in the tree),
+    so editing documentation keeps cached models, and changing a line of code retrains them.
+    """
+    seen: dict[str, str] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            seen[name] = ""
+            continue
+        tree = ast.parse(Path(spec.origin).read_text())
+        todo.extend(_package_imports(tree, name))
+        seen[name] = ast.dump(_without_docstrings(tree))
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        digest.update(f"{name}\n{seen[name]}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _environment_key(config: Any) -> dict:
+    from . import numerics
+
+    return {"code": code_fingerprint(type(config).__module__), "torch": torch.__version__,
+            "numerics": numerics.signature()}
+
+
 def config_key(config: Any) -> str:
-    """A stable hash of the full training config (hex, 16 characters)."""
-    payload = json.dumps({"format": CACHE_FORMAT, **_config_dict(config)}, sort_keys=True, default=str)
+    """A stable hash (hex, 16 characters) of the full training config, the code that trains it,
+    the torch version and the numerics (see the module docstring)."""
+    payload = json.dumps({"format": CACHE_FORMAT, **_config_dict(config), **_environment_key(config)},
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -9,6 +9,22 @@ uses::
     python -m robustvae.runs sweep 06_rrobustness --name betas --grid "betas=[(2.0,), (4.0,)]" --grid seed=0,1
     python -m robustvae.runs show 03           # a chapter's parameters, and the profiles
 
+A third command executes the book's own notebooks in place, as ``make book`` does::
+
+    python -m robustvae.runs book              # every chapter; or: book 03 05
+
+It checks every dataset the chapters need before the first one starts, executes each chapter into a
+temporary file under ``runs/.book/`` and replaces ``book/NN_name.ipynb`` only when the chapter ran
+to its end: an interrupted or failing run leaves the book as it was (the failed notebook is kept
+under ``runs/failed/`` to read its error).
+
+Every kernel these commands start computes with the book's pinned numerics
+(:mod:`robustvae.numerics`), so the numbers are those the book stores, on any machine.
+
+Where the book is: ``--book DIR``, else ``$ROBUSTVAE_BOOK``, else ``./book`` when the current folder
+has chapters there (the repository root), else the ``book/`` beside this package in a source
+checkout (``pip install -e .``). Runs go to ``runs/`` beside that ``book/`` folder.
+
 Everything is checked before any notebook starts: the chapters exist; every ``-p``/``--grid`` name
 is in the chapter's ``parameters`` cell (read with :func:`papermill.inspect_notebook`); values are
 Python literals (:func:`ast.literal_eval`, else a string) of the default's type; ``dataset``,
@@ -61,6 +77,8 @@ __all__ = [
     "plan_sweep",
     "check_data",
     "execute_job",
+    "execute_book",
+    "datasets_needed",
     "read_glued",
     "results_table",
     "rerun",
@@ -69,9 +87,21 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The book's chapters (``book/NN_name.ipynb``) and where runs go, for a source checkout.
-BOOK = ROOT / "book"
-RUNS = ROOT / "runs"
+
+
+def _default_book() -> Path:
+    """``$ROBUSTVAE_BOOK``, else ``./book`` if it holds chapters, else the source checkout's ``book/``."""
+    if os.environ.get("ROBUSTVAE_BOOK"):
+        return Path(os.environ["ROBUSTVAE_BOOK"]).expanduser().resolve()
+    here = Path.cwd() / "book"
+    if any(here.glob("[0-9][0-9]_*.ipynb")):
+        return here.resolve()
+    return ROOT / "book"
+
+
+#: The book's chapters (``book/NN_name.ipynb``) and where runs go (see the module docstring).
+BOOK = _default_book()
+RUNS = BOOK.parent / "runs"
 
 #: Named parameter sets. A chapter takes the entries its parameters cell declares and ignores the
 #: rest; ``-p`` values given on the command line override the profile's.
@@ -139,7 +169,8 @@ def find_chapters(names: Sequence[str], book: Path | str = BOOK) -> list[Path]:
     book = Path(book)
     nbs = _book_notebooks(book)
     if not nbs:
-        raise ValueError(f"No chapter notebooks (NN_name.ipynb) in {book}; pass --book DIR.")
+        raise ValueError(f"No chapter notebooks (NN_name.ipynb) in {book}: run from the repository root, "
+                         "pass --book DIR or set ROBUSTVAE_BOOK.")
     if not names:
         raise ValueError("Name at least one chapter (a number like 02, a stem like 02_ood, or 'all').")
     by_stem = {nb.stem: nb for nb in nbs}
@@ -358,13 +389,37 @@ def _resolve(nb: Path, declared: Mapping[str, Any], profile: Mapping[str, Any],
     return merged
 
 
+def datasets_needed(notebook: Path | str, parameters: Mapping[str, Any] | None = None) -> set[str]:
+    """The datasets a chapter run loads: its ``dataset`` parameter (given, else its default) and every
+    dataset name written as a string in its code (chapter 2 always asks about Fashion-MNIST)."""
+    import nbformat
+
+    from .data import DATASETS
+
+    params = dict(parameters or {})
+    names = {params.get("dataset", chapter_parameters(notebook).get("dataset"))} - {None}
+    for cell in nbformat.read(str(notebook), as_version=4).cells:
+        if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
+            continue  # the parameters cell holds the default of `dataset`, which `parameters` may override
+        code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        try:
+            literals = {n.value for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Constant)}
+        except SyntaxError:
+            literals = set(re.findall(r"[\"']([\w-]+)[\"']", code))
+        names |= {v for v in literals if isinstance(v, str) and v in DATASETS}
+    return names
+
+
 def check_data(jobs: Sequence[Job]) -> None:
-    """Load every ``dataset`` the jobs ask for, so that a dataset with no reachable source fails
-    with :class:`~robustvae.data.DataSourceError` before the first notebook starts (instead of
-    in every chapter or grid point)."""
+    """Load every dataset the jobs need (:func:`datasets_needed`), so that a dataset with no
+    reachable source fails with :class:`~robustvae.data.DataSourceError` before the first notebook
+    starts (instead of in every chapter or grid point, or 20 minutes into ``make book``)."""
     from .data import load_dataset
 
-    for name in sorted({j.parameters["dataset"] for j in jobs if "dataset" in j.parameters}):
+    names = set()
+    for job in jobs:
+        names |= datasets_needed(job.notebook, job.parameters)
+    for name in sorted(names):
         for split in ("train", "test"):
             load_dataset(name, split)
 
@@ -476,7 +531,10 @@ def execute_job(job: Job, *, kernel: str = "python3", progress_bar: bool = False
     """
     import papermill as pm
 
+    from .numerics import pin_environment
+
     _register_tuple_translator()
+    pin_environment()  # the kernel papermill starts inherits the book's numerics
     job.output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     error = None
@@ -605,6 +663,58 @@ def rerun(chapters: Sequence[str], name: str, params: Mapping[str, Any] | None =
     return table
 
 
+def execute_book(chapters: Sequence[str] = ("all",), *, book: Path | str | None = None,
+                 runs: Path | str | None = None, kernel: str = "python3") -> list[dict[str, Any]]:
+    """Execute the book's chapters in place (``make book``), each only replacing its notebook on success.
+
+    Before any chapter starts: the chapters exist and every dataset they need loads
+    (:func:`check_data`). Then, chapter by chapter: the cells of the ``.md`` source (after carrying
+    into it an edit made to the ``.ipynb`` in Jupyter, by ``jupytext --sync``) are executed with the
+    chapter's own parameters into ``runs/.book/NN_name.ipynb``, which is moved over
+    ``book/NN_name.ipynb`` if it ran to its end. A failing chapter stops the run with
+    :class:`RuntimeError`; its executed notebook, with the error, is kept as ``runs/failed/NN_name.ipynb``
+    and the book's notebook is untouched. Returns one result per executed chapter.
+    """
+    import shutil
+    import subprocess
+
+    import jupytext
+    import nbformat
+
+    book = Path(book) if book is not None else BOOK
+    runs = Path(runs) if runs is not None else book.parent / "runs"
+    nbs = find_chapters(chapters, book)
+    jobs = [Job(nb, runs / ".book" / nb.name, {}, cwd=book) for nb in nbs]
+    check_data(jobs)
+    results = []
+    for job in jobs:
+        md = job.notebook.with_suffix(".md")
+        if md.exists():
+            if job.notebook.stat().st_mtime > md.stat().st_mtime + 1:
+                # the .ipynb was edited (in Jupyter) after its source: carry the edit into the .md first
+                subprocess.run([sys.executable, "-m", "jupytext", "--sync", "--quiet", str(md)], check=True)
+            # execute the .md source's cells; the book's .ipynb is written only on success
+            source = runs / ".book" / f"{job.notebook.stem}.source.ipynb"
+            source.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(jupytext.read(md), source)
+            job = Job(source, job.output, job.parameters, cwd=job.cwd)
+        print(f"== executing {os.path.relpath(book / job.output.name)}", flush=True)
+        res = execute_job(job, kernel=kernel, progress_bar=False)
+        results.append(res)
+        target = book / job.output.name
+        if res["error"]:
+            failed = runs / "failed" / target.name
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            if job.output.exists():
+                shutil.move(str(job.output), failed)
+            raise RuntimeError(f"{target.stem} failed after {res['wall_s']:.0f} s: {res['error']}\n"
+                               f"The book's {target.name} is unchanged; the executed notebook with the "
+                               f"error is {os.path.relpath(failed)}.")
+        os.replace(job.output, target)
+        print(f"   ok in {res['wall_s']:.0f} s", flush=True)
+    return results
+
+
 def _default_workers() -> int:
     """One single-threaded Dask worker per two cores: each worker's notebook kernel runs torch,
     which uses several threads of its own."""
@@ -708,6 +818,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="a grid axis (repeatable; the sweep runs the Cartesian product)")
     s.add_argument("--scheduler", help="address of a running Dask scheduler (default: a LocalCluster)")
     s.add_argument("--workers", type=int, help="LocalCluster workers (default: one per two cores)")
+    b = sub.add_parser("book", help="execute the book's chapters in place (make book), each replaced only on success")
+    b.add_argument("chapters", nargs="*", default=["all"], help="chapter numbers (02), stems or 'all' (default)")
+    b.add_argument("--book", type=Path, default=BOOK, help=f"folder of the chapter notebooks (default {BOOK})")
+    b.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
     sh = sub.add_parser("show", help="print chapters' parameters and the profiles")
     sh.add_argument("chapters", nargs="*", default=["all"])
     sh.add_argument("--book", type=Path, default=BOOK)
@@ -724,6 +838,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "show":
             _show(args.chapters, args.book)
             return 0
+        if args.command == "book":
+            t0 = time.perf_counter()
+            done = execute_book(args.chapters, book=args.book, kernel=args.kernel)
+            print(f"executed {len(done)} chapter(s) in {time.perf_counter() - t0:.0f} s")
+            return 0
         params = parse_assignments(args.param)
         if args.command == "rerun":
             table = rerun(args.chapters, args.name, params, profile=args.profile, book=args.book,
@@ -735,6 +854,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, DataSourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # a chapter of the book failed (execute_book)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     shown = table.drop(columns=["notebook"])
     if args.command == "rerun":  # one row per chapter, each with its own numbers: those are in the CSV
         shown = shown[["chapter", "status", "wall_s"]

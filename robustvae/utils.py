@@ -104,19 +104,25 @@ def _configure_logging() -> None:
 
 
 def setup(*, seed: int = 0, device: str = "auto", dataset: str | None = None) -> torch.device:
-    """The first call of every chapter: check parameters, seed everything, set the plot style.
+    """The first call of every chapter: check parameters, pin the numerics, seed everything, set the
+    plot style, and make every figure's text form a fingerprint of its data.
 
-    Returns the resolved ``torch.device``. Messages (data source, cache hits and misses) go to
-    stderr, which the book's regression tests do not compare.
+    Returns the resolved ``torch.device``. Messages (data source, cache hits and misses, numerics
+    that could not be pinned) go to stderr, which the book's regression tests do not compare.
+    The numerics (threads, CPU kernels) are pinned by :func:`robustvae.numerics.apply` so that the
+    stored outputs reproduce on other machines; the figures' fingerprints
+    (:func:`robustvae.fingerprint.install`) let the regression tests compare what a figure shows.
     """
-    from . import data, plotting
+    from . import data, fingerprint, numerics, plotting
 
     _configure_logging()
+    numerics.apply()
     if dataset is not None:
         check_choice("dataset", dataset, data.DATASETS)
     dev = resolve_device(device)
     seed_everything(seed)
     plotting.set_style()
+    fingerprint.install()
     # NumPy >= 2 writes scalars as 'np.float64(0.5)'; glued numbers in the book's prose need '0.5'.
     np.set_printoptions(legacy="1.25")
     os.environ.setdefault("TQDM_MININTERVAL", "5")
