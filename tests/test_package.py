@@ -1,0 +1,29 @@
+"""The package face: lazy, complete, and fast to import."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import robustvae as rv
+
+PKG = Path(rv.__file__).parent
+
+
+def test_import_is_lazy_and_pulls_in_no_torch():
+    code = "import sys, robustvae; assert 'torch' not in sys.modules, 'import robustvae imported torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_module_is_listed_and_every_public_name_resolves():
+    files = {p.stem for p in PKG.glob("*.py")} - {"__init__", "__main__"}
+    assert files == set(rv.SUBMODULES), f"unlisted: {files - set(rv.SUBMODULES)}, missing: {set(rv.SUBMODULES) - files}"
+    for name in rv.__all__:
+        assert getattr(rv, name) is not None, name
+    assert rv.get_vae.__module__ == "robustvae.training" and rv.ood.__name__ == "robustvae.ood"
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        rv.nope
