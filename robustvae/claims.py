@@ -1,15 +1,28 @@
 """A chapter's claims: checked on computed numbers, shown as a table, enforced in the book.
 
-Every chapter ends by checking its findings on the numbers it computed. In the book (and under
-``pytest --nbval``) a claim that does not hold stops the notebook, so the tests fail when the
-science breaks. A rerun with other parameters (another dataset, smaller sizes, another seed:
-``python -m robustvae.runs``) is a different experiment: there a claim that does not hold is a
-result, reported loudly in the output and in the run's results table, not a crash::
+Every chapter ends by checking its claims on the numbers it computed. Each is of one of two
+kinds, shown in the table and counted apart ("5 findings hold; 7 checks pass"):
+
+- a *finding* (``kind="finding"``): an empirical statement about VAEs and robustness that
+  could have come out the other way;
+- a *check* (``kind="check"``): the construction or a theorem working (a model built to a
+  Lipschitz bound meets it, IWAE is above the ELBO), or a sanity condition. It fails only on a
+  bug (or Monte-Carlo noise), and says nothing about robustness on its own.
+
+In the book (and under ``pytest --nbval``) a claim that does not hold stops the notebook, so the
+tests fail when the science breaks. A rerun with other parameters (another dataset, smaller
+sizes, another seed: ``python -m robustvae.runs``) is a different experiment: there a claim that
+does not hold is a result, reported loudly in the output and in the run's results table (with
+``findings_failed`` and ``checks_failed`` apart), not a crash::
 
     claims = Claims(dataset, strict=strict_claims)
-    claims.check("PGD at eps 0.3 leaves accuracy below 0.05", pgd_acc < 0.05, f"accuracy {pgd_acc:.3f}",
-                 tuned=True)
+    claims.check("consistency detects PGD inputs (AUROC interval above 0.5)", lo > 0.5,
+                 f"interval from {lo:.3f}", kind="finding", tuned=True)
+    claims.check("the IWAE bound is above the ELBO", iwae >= elbo, f"{iwae:.2f} vs {elbo:.2f}",
+                 kind="check")
     claims.conclude()   # the table; raises ClaimsFailed (strict) or prints what fails
+
+A failing check fails a strict run just as a failing finding does (it means a bug).
 
 A claim whose threshold was set on the book's dataset (``tuned=True``) is only *claimed* on that
 dataset; on another one it is still evaluated and shown ("not claimed on fashion-mnist"), but it
@@ -20,10 +33,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BOOK_DATASET", "Claim", "Claims", "ClaimsFailed", "ClaimsReport"]
+__all__ = ["BOOK_DATASET", "KINDS", "Claim", "Claims", "ClaimsFailed", "ClaimsReport"]
 
 #: The dataset the book's run uses, on which the tuned thresholds were set.
 BOOK_DATASET = "mnist-5k"
+
+#: The kinds of claim: an empirical finding, or a check (the construction or a theorem working).
+KINDS = ("finding", "check")
 
 
 class ClaimsFailed(AssertionError):
@@ -32,12 +48,14 @@ class ClaimsFailed(AssertionError):
 
 @dataclass(frozen=True)
 class Claim:
-    """One checked statement: its text, whether it holds, the numbers behind it, whether it is claimed."""
+    """One checked statement: its text, whether it holds, the numbers behind it, whether it is
+    claimed, and its kind (``"finding"`` or ``"check"``)."""
 
     text: str
     holds: bool
     numbers: str = ""
     claimed: bool = True
+    kind: str = "finding"
 
     @property
     def verdict(self) -> str:
@@ -90,19 +108,27 @@ class Claims:
         self.tuned_on = tuned_on
         self.claims: list[Claim] = []
 
-    def check(self, text: str, holds, numbers: str = "", *, tuned: bool = False) -> bool:
+    def check(self, text: str, holds, numbers: str = "", *, kind: str, tuned: bool = False) -> bool:
         """Record the claim ``text``; ``holds`` is its truth on the computed numbers (anything
         ``bool()`` accepts: a NumPy boolean, a comparison). ``numbers`` shows what it was
-        judged on. ``tuned=True``: its threshold was set on the book's dataset, so it is claimed
-        only there. Returns whether it holds."""
+        judged on. ``kind`` (required): ``"finding"``, an empirical statement that could have
+        come out the other way, or ``"check"``, the construction or a theorem working.
+        ``tuned=True``: its threshold was set on the book's dataset, so it is claimed only
+        there. Returns whether it holds."""
         if not text or not isinstance(text, str):
             raise ValueError("A claim needs its statement as a non-empty string.")
+        if kind not in KINDS:
+            raise ValueError(
+                f"Claim {text!r}: kind must be 'finding' (an empirical statement that could have "
+                f"come out the other way) or 'check' (the construction or a theorem working), "
+                f"got {kind!r}."
+            )
         try:
             ok = bool(holds)
         except (TypeError, ValueError) as e:  # e.g. an array with several values
             raise TypeError(f"Claim {text!r}: holds must be one truth value, got {holds!r}.") from e
         claimed = not tuned or self.dataset == self.tuned_on
-        self.claims.append(Claim(text, ok, str(numbers), claimed))
+        self.claims.append(Claim(text, ok, str(numbers), claimed, kind))
         return ok
 
     @property
@@ -114,33 +140,56 @@ class Claims:
     def n_claimed(self) -> int:
         return sum(c.claimed for c in self.claims)
 
+    def counts(self, kind: str) -> tuple[int, int]:
+        """``(claimed, failed)`` among the claims of ``kind`` (``"finding"`` or ``"check"``)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be 'finding' or 'check', got {kind!r}.")
+        mine = [c for c in self.claims if c.claimed and c.kind == kind]
+        return len(mine), sum(not c.holds for c in mine)
+
     def table(self):
-        """A pandas DataFrame: one row per claim (verdict, numbers), in the order checked."""
+        """A pandas DataFrame: one row per claim (kind, verdict, numbers), in the order checked."""
         import pandas as pd
 
         df = pd.DataFrame(
-            {"claim": [c.text for c in self.claims], "verdict": [c.verdict for c in self.claims],
+            {"claim": [c.text for c in self.claims], "kind": [c.kind for c in self.claims],
+             "verdict": [c.verdict for c in self.claims],
              "numbers": [c.numbers for c in self.claims]},
             index=pd.RangeIndex(1, len(self.claims) + 1, name="#"),
         )
         return df
 
     def summary(self) -> str:
-        """One line: how many claims hold (and how many were shown but not claimed)."""
-        n, k = self.n_claimed, len(self.failed)
-        shown = len(self.claims) - n
+        """One line: how many findings hold and how many checks pass, counted apart (and how
+        many claims were shown but not claimed), e.g. ``"5 findings hold; 7 checks pass"`` or
+        ``"1 of 5 findings DOES NOT HOLD; 7 checks pass"``."""
+        nf, kf = self.counts("finding")
+        nc, kc = self.counts("check")
+        if not nf:
+            findings = "no findings"
+        elif not kf:
+            findings = f"{nf} finding holds" if nf == 1 else f"{nf} findings hold"
+        else:
+            findings = f"{kf} of {nf} findings " + ("DOES NOT HOLD" if kf == 1 else "DO NOT HOLD")
+        if not nc:
+            checks = "no checks"
+        elif not kc:
+            checks = f"{nc} check passes" if nc == 1 else f"{nc} checks pass"
+        else:
+            checks = f"{kc} of {nc} checks " + ("FAILS" if kc == 1 else "FAIL")
+        shown = len(self.claims) - self.n_claimed
         extra = f"; {shown} more shown, not claimed on {self.dataset}" if shown else ""
-        if not k:
-            return f"all {n} claims hold{extra}"
-        return f"{k} of {n} claims DO NOT HOLD on this run{extra}"
+        return f"{findings}; {checks}{extra}"
 
     def conclude(self, glue: bool = True) -> ClaimsReport:
         """Report every claim and return their table, as a :class:`ClaimsReport` (for display).
 
         Records ``claims_checked``, ``claims_failed`` and ``claims_failing`` (the failing claims'
-        numbers in the table, e.g. ``"#2 #5"``, or ``"none"``) with ``myst_nb.glue``
-        (``glue=True``), so rerun and sweep tables carry them. Strict: raises :class:`ClaimsFailed` listing every
-        claim that fails. Not strict: prints them, loudly, and returns the table.
+        numbers in the table, e.g. ``"#2 #5"``, or ``"none"``), and by kind ``findings_checked``,
+        ``findings_failed``, ``checks_checked`` and ``checks_failed``, with ``myst_nb.glue``
+        (``glue=True``), so rerun and sweep tables carry them. Strict: raises
+        :class:`ClaimsFailed` listing every claim that fails, finding or check. Not strict:
+        prints them, loudly, and returns the table.
         """
         if not self.claims:
             raise ValueError("No claim was checked.")
@@ -152,8 +201,13 @@ class Claims:
             # their numbers in the table, e.g. "#2 #5" (a string, so that result tables keep it)
             failing = [f"#{i}" for i, c in enumerate(self.claims, 1) if c.claimed and not c.holds]
             _glue("claims_failing", " ".join(failing) or "none", display=False)
+            for kind in KINDS:
+                n, k = self.counts(kind)
+                _glue(f"{kind}s_checked", n, display=False)
+                _glue(f"{kind}s_failed", k, display=False)
         failed = self.failed
-        lines = [f"  - {c.text}: {c.numbers}" if c.numbers else f"  - {c.text}" for c in failed]
+        lines = [(f"  - {c.text}: {c.numbers}" if c.numbers else f"  - {c.text}") + f" ({c.kind})"
+                 for c in failed]
         if failed and self.strict:
             raise ClaimsFailed(self.summary() + ":\n" + "\n".join(lines))
         if failed:
