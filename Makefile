@@ -16,7 +16,7 @@ NBVAL_FLAGS := --nbval --nbval-current-env --nbval-cell-timeout=1800 \
 # `make mutation MODULE=certify`: mutation testing of one science module (see tests/MUTANTS.md).
 MODULE ?= certify
 
-.PHONY: setup data book notebooks html test unit nbval html-strict browser mutation lock clean
+.PHONY: setup data book notebooks html test unit slow nbval html-strict browser mutation lock clean
 .DEFAULT_GOAL := book
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -41,11 +41,15 @@ html: $(STAMP)
 	jupyter-book build book/
 	@echo "The book is at $(abspath book/_build/html/index.html)"
 
-## Unit tests, every chapter re-executed and compared, a strict build, the book in a real browser.
-test: data unit nbval html-strict browser
+## Unit tests (fast, then slow), every chapter re-executed and compared, a strict build, the book
+## in a real browser.
+test: data unit slow nbval html-strict browser
 
 unit: $(STAMP)
-	pytest -m "not browser" tests
+	pytest -m "not slow and not browser" tests
+
+slow: $(STAMP)
+	pytest -m "slow and not browser" tests
 
 nbval: data $(STAMP)
 	pytest $(NBVAL_FLAGS) $(NOTEBOOKS)
@@ -59,7 +63,7 @@ browser: $(STAMP)
 
 mutation: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[mutation]'
-	$(BIN)/python benchmarks/mutation.py $(MODULE)
+	nice -n 19 $(BIN)/python benchmarks/mutation.py $(MODULE)
 
 ## Regenerate requirements.lock from pyproject.toml in a fresh environment (then commit both).
 lock:

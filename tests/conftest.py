@@ -42,3 +42,4 @@ def _train_logistic(stride: int, steps: int, seed: int | None = 0) -> torch.nn.M
 def train_logistic():
     """Factory of tiny trained classifiers for attack and purification tests: ``train_logistic(stride, steps)``."""
     return _train_logistic
+

@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,6 +47,7 @@ def test_smoke_rerun_table_counts_claims_per_dataset(tmp_path, monkeypatch):
                         "failed; on fashion-mnist, 0 of 1 chapters ran to the end in 0 min and 0 of 0 claims failed.")
 
 
+@pytest.mark.slow
 def test_bjorck_orthonormalises_and_every_parametrisation_trains():
     spec = importlib.util.spec_from_file_location("bench_param", ROOT / "benchmarks" / "bench_parametrisations.py")
     mod = importlib.util.module_from_spec(spec)

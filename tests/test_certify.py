@@ -160,3 +160,106 @@ def test_attacks_inside_the_certified_radius_do_not_break_it():
     assert (res["damage"][0] <= k["a"] * k["b"] * R.min() * (1 + 1e-5)).all()
     # the empirical margins are never below the certified ones
     assert (res["margin"] >= R.min()).all()
+
+
+# --- independent truth: a hand-computed certificate and a property over constants ----------
+class _AffineGaussianEncoder(torch.nn.Module):
+    """``mu(x) = B x`` (flattened) and a constant ``sigma``: ``||sigma(x)||_2 = sigma sqrt(d)`` by hand."""
+
+    def __init__(self, B: torch.Tensor, sigma: float):
+        super().__init__()
+        self.B = torch.nn.Parameter(B, requires_grad=False)
+        self.log_var = 2 * math.log(sigma)
+
+    def forward(self, x):
+        mu = x.flatten(1) @ self.B.T
+        return mu, torch.full_like(mu, self.log_var)
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.3, 1.7])
+@pytest.mark.parametrize("variant", ["paper", "tight"])
+def test_certified_margins_of_a_model_equal_the_hand_computed_certificate(sigma, variant):
+    """Known sigma and constants: ``s = sigma sqrt(d)``, and ``R`` is the positive root of
+    ``(b^2 + c^2) R^2 + beta c s R + alpha s^2 = (1 - prob) r^2 / a^2``, solved here by the
+    quadratic formula written out (alpha = beta = 4 for the paper, 2 for the tight variant)."""
+    from robustvae.models import VAE
+
+    d = 4
+    g = torch.Generator().manual_seed(0)
+    vae = VAE(latent_dim=d, width=4, hidden=8,
+              encoder=_AffineGaussianEncoder(0.01 * torch.randn(d, 784, generator=g), sigma)).eval()
+    x = torch.rand(5, 1, 28, 28, generator=g)
+    a, b, c, r, prob = 0.5, 1.3, 0.4, 3.0, 0.6
+    k = 4.0 if variant == "paper" else 2.0
+    s = sigma * math.sqrt(d)
+    A, Bq, C = b**2 + c**2, k * c * s, k * s**2 - (1 - prob) * r**2 / a**2
+    expected = max((-Bq + math.sqrt(max(Bq**2 - 4 * A * C, 0.0))) / (2 * A), 0.0) if C < 0 else 0.0
+    R = certify.certified_margins(vae, x, r, prob=prob, variant=variant, constants={"a": a, "b": b, "c": c})
+    assert R.shape == (5,)
+    assert torch.allclose(R, torch.full((5,), expected, dtype=R.dtype), rtol=1e-6, atol=1e-9)
+    if sigma == 0.3:
+        assert expected > 0       # the case that separates the standard deviation from the variance
+    # the second moment the certificate bounds, by hand: ||mu' - mu||^2 + 2 d sigma^2
+    x2 = (x + 0.1).clamp(0, 1)
+    with torch.no_grad():
+        dmu = (x2 - x).flatten(1) @ vae.encoder.B.T
+    assert torch.allclose(certify.second_moment(vae, x, x2), dmu.pow(2).sum(1) + 2 * d * sigma**2, rtol=1e-5)
+
+
+def test_paper_margin_in_closed_form_without_the_std_term():
+    """c = 0: ``R = sqrt((1 - prob) r^2 / a^2 - alpha s^2) / b`` exactly."""
+    a, b, r, s = 2.0, 0.5, 3.0, 0.2
+    assert certify.certified_margin(s, r, a, b, 0.0) == pytest.approx(math.sqrt(r**2 / (2 * a**2) - 4 * s**2) / b)
+    assert certify.certified_margin(s, r, a, b, 0.0, prob=0.9, variant="tight") == pytest.approx(
+        math.sqrt(0.1 * r**2 / a**2 - 2 * s**2) / b)
+    assert certify.std_cap(r, 1.0) == pytest.approx(r / math.sqrt(8))
+    assert certify.std_cap(r, 2.0, prob=0.9, variant="tight") == pytest.approx(r * math.sqrt(0.1 / 2) / 2.0)
+    assert certify.std_cap(r, 0.0) == math.inf
+    assert certify.certified_margin(s, r, 0.0, b, 0.3) == math.inf        # a constant decoder never changes
+    assert certify.certified_margin(s, r, a, 0.0, 0.0) == math.inf        # a constant encoder neither
+    # ... unless s is at or above the cap: exactly at it (tight: 2 s^2 = r^2 / (2 a^2), s = 1, r = 2, a = 1)
+    # no positive root exists, with or without Lipschitz constants
+    assert certify.certified_margin(1.0, 2.0, 1.0, 0.0, 0.0, variant="tight") == 0.0
+    assert certify.certified_margin(1.0, 2.0, 1.0, 0.5, 0.1, variant="tight") == 0.0
+    assert certify.certified_margin(10.0, r, a, 0.0, 0.0) == 0.0
+    assert certify.markov_bound(0.0, s, r, a, b, 0.3) == pytest.approx(a**2 * 4 * s**2 / r**2)
+    assert certify.markov_bound(100.0, s, r, a, b, 0.3) == 1.0
+
+
+def test_an_inflated_margin_fails_the_exact_law():
+    """The fixed-variance margin is exact: 1% beyond it, the change probability at the worst shift
+    (computed with scipy's noncentral chi-square, independently of the library) exceeds 1 - prob."""
+    from scipy.stats import ncx2
+
+    gamma, d, r, a, b, prob = 0.15, 8, 3.0, 2.0, 0.9, 0.5
+    R = certify.certified_margin_fixed_std(gamma, d, r, a, b, prob)
+
+    def p_change(radius):
+        return ncx2.sf(r**2 / (2 * a**2 * gamma**2), d, (b * radius) ** 2 / (2 * gamma**2))
+
+    assert p_change(R) == pytest.approx(1 - prob, abs=1e-8)
+    assert p_change(0.99 * R) < 1 - prob < p_change(1.01 * R)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(a=st.floats(0.2, 5.0), b=st.floats(0.1, 5.0), c=st.floats(0.0, 2.0), r=st.floats(0.2, 5.0),
+       frac=st.floats(0.0, 0.99), prob=st.floats(0.05, 0.95), variant=st.sampled_from(["paper", "tight"]))
+def test_certified_margin_never_exceeds_the_exact_margin_of_a_1d_linear_gaussian_vae(a, b, c, r, frac, prob, variant):
+    """Property: on the 1-D VAE ``mu(x) = b x``, ``sigma(x) = s + c |x - x0|``, ``g(z) = a z`` the change
+    ``a (z' - z)`` at ``x0 + R`` is ``N(a b R, a^2 (s^2 + (s + c R)^2))`` exactly (scipy): at the certified
+    radius it exceeds ``r`` with probability at most ``1 - prob``, and the radius solves the margin
+    equation."""
+    from scipy.stats import norm as normal
+
+    s = frac * certify.std_cap(r, a, prob, variant)
+    R = certify.certified_margin(s, r, a, b, c, prob, variant)
+    assert R >= 0
+    if R == 0:
+        return
+    m, sd = a * b * R, a * math.sqrt(s**2 + (s + c * R) ** 2)
+    p_out = normal.sf((r - m) / sd) + normal.cdf((-r - m) / sd) if sd > 0 else float(abs(m) > r)
+    assert p_out <= 1 - prob + 1e-9
+    assert certify.markov_bound(R, s, r, a, b, c, variant) == pytest.approx(1 - prob, rel=1e-6)

@@ -27,6 +27,7 @@ def _tiny_notebook(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+@pytest.mark.slow
 def test_papermill_injects_parameters(tmp_path):
     src, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
     _tiny_notebook(src)
@@ -38,6 +39,7 @@ def test_papermill_injects_parameters(tmp_path):
     assert "dataset is fashion-mnist seed is 3" in text
 
 
+@pytest.mark.slow
 def test_unknown_parameter_value_fails_with_a_clear_message(tmp_path):
     src, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
     _tiny_notebook(src)
@@ -46,6 +48,7 @@ def test_unknown_parameter_value_fails_with_a_clear_message(tmp_path):
                             kernel_name="python3", progress_bar=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chapter", [c.stem for c in CHAPTERS])
 def test_chapter_rejects_a_bad_dataset_before_any_work(chapter, tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="Valid values: 'mnist-5k', 'mnist', 'fashion-mnist'"):

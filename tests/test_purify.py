@@ -153,6 +153,7 @@ def test_defense_vae_config_validation():
         purify.get_defense_vae(epoch=3)
 
 
+@pytest.mark.slow
 def test_defense_vae_pairs_and_tiny_training_through_the_cache(tiny):
     _, clf, _, _ = tiny
     cfg = purify.DefenseVAEConfig(n_train=100, clf_epochs=1, epochs=2, latent_dim=4, width=8, hidden=32,

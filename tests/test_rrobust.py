@@ -140,6 +140,7 @@ def test_latent_margin_respects_the_gaussian_shift_bound(linear):
     assert (res.margin >= phi).all()
 
 
+@pytest.mark.slow
 def test_gaussian_shift_bound_on_a_nonlinear_vae():
     """P(shifted) >= Phi(Phi^{-1}(p0) - ||h||) for any decoder: a test that can fail."""
     torch.manual_seed(0)

@@ -175,6 +175,7 @@ def test_read_glued_reads_scrapbook_outputs_not_text(tmp_path):
 # ------------------------------------------------------------------ a tiny real rerun and sweep
 
 
+@pytest.mark.slow
 def test_rerun_executes_into_runs_and_never_touches_the_book(book, tmp_path):
     before = (book / "01_tiny.ipynb").read_bytes()
     table = runs.rerun(["01"], "r1", {"a": 3, "c": (4, 5, 6)}, book=book, runs=tmp_path / "runs",
@@ -187,6 +188,7 @@ def test_rerun_executes_into_runs_and_never_touches_the_book(book, tmp_path):
     assert (tmp_path / "runs" / "r1" / "results.csv").exists()
 
 
+@pytest.mark.slow
 def test_tiny_sweep_on_a_local_dask_cluster(book, tmp_path):
     table = runs.sweep("01_tiny", "s1", {"a": [1, 2, -1], "b": ["x"], "c": [(1,)]}, book=book, runs=tmp_path / "runs",
                        workers=1, progress=False)
@@ -216,13 +218,14 @@ def test_a_dataset_with_no_source_fails_before_any_notebook(book, tmp_path, monk
 CLAIMS_BODY = """\
 from robustvae.claims import Claims
 claims = Claims(dataset, strict=strict_claims)
-claims.check("a is small", a < 3, f"a = {a}")
-claims.check("a is positive", a > 0, f"a = {a}", tuned=True)
+claims.check("a is small", a < 3, f"a = {a}", kind="finding")
+claims.check("a is positive", a > 0, f"a = {a}", kind="check", tuned=True)
 claims.conclude()
 print("after the claims")
 """
 
 
+@pytest.mark.slow
 def test_reruns_report_failing_claims_instead_of_stopping(tmp_path):
     book = tmp_path / "book"
     _notebook(book / "01_claims.ipynb", body=CLAIMS_BODY,
@@ -237,9 +240,11 @@ def test_reruns_report_failing_claims_instead_of_stopping(tmp_path):
     table = runs.rerun(["01"], "c1", {"a": 5}, book=book, runs=tmp_path / "runs", progress_bar=False)
     assert table.loc[0, "status"] == "ok"
     assert table.loc[0, "claims_checked"] == 2 and table.loc[0, "claims_failed"] == 1
+    assert table.loc[0, "findings_checked"] == 1 and table.loc[0, "findings_failed"] == 1
+    assert table.loc[0, "checks_checked"] == 1 and table.loc[0, "checks_failed"] == 0
     out = nbformat.read(tmp_path / "runs" / "c1" / "01_claims.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.outputs)
-    assert "1 of 2 claims DO NOT HOLD on this run" in text and "after the claims" in text
+    assert "1 of 1 findings DOES NOT HOLD; 1 check passes" in text and "after the claims" in text
 
     strict = runs.rerun(["01"], "c2", {"a": 5, "strict_claims": True}, book=book, runs=tmp_path / "runs",
                         progress_bar=False)

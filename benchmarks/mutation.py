@@ -1,0 +1,197 @@
+"""Mutation testing of one science module with mutmut (too slow for CI; ``make mutation MODULE=tcvae``).
+
+    .venv/bin/python benchmarks/mutation.py tcvae            # mutate robustvae/tcvae.py
+    .venv/bin/python benchmarks/mutation.py attacks --tests tests/test_attacks.py tests/test_purify.py
+
+mutmut 2 writes each mutant into the source file, so the run happens in a scratch copy of
+``robustvae/`` and ``tests/`` (never in the working tree). Each mutant runs the module's own
+test files (``TESTS`` below) with ``-x``; a mutant is *killed* if a test fails, *survived* if all
+pass, *timeout* if they run past mutmut's limit (counted as killed: the mutant changed
+behaviour, usually into an endless loop). String and f-string mutations (error messages,
+``__all__``, dictionary keys checked elsewhere) are disabled.
+
+Writes ``benchmarks/results/mutation_<module>.json`` (counts, time, and the diff of every
+survivor) and updates ``benchmarks/results/mutation_summary.csv``. Every survivor must be
+killed by a new test or listed with its reason in ``tests/MUTANTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import difflib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+#: The science modules and the test files that exercise each one.
+TESTS = {
+    "attacks": ["tests/test_attacks.py"],
+    "certify": ["tests/test_certify.py"],
+    "lipschitz": ["tests/test_lipschitz.py"],
+    "rrobust": ["tests/test_rrobust.py"],
+    "ood": ["tests/test_ood.py"],
+    "calibration": ["tests/test_calibration.py", "tests/test_properties.py"],
+    "tcvae": ["tests/test_tcvae.py"],
+    "perturbation": ["tests/test_perturbation.py"],
+    "consistency": ["tests/test_consistency.py"],
+    "purify": ["tests/test_purify.py"],
+}
+#: The functions that implement the book's equations, mutated by default (``--functions all``: everything,
+#: including argument checks, plotting helpers and cached training, which costs hours per module on 2 cores).
+SCOPE = {
+    "attacks": ["project", "perturbation_norm", "_step", "_random_start", "fgsm", "pgd", "latent_kl"],
+    "certify": ["std_cap", "certified_margin", "markov_bound", "certified_margin_fixed_std",
+                "_std", "certified_margins", "second_moment"],
+    "ood": ["LikelihoodRatio", "InputComplexity", "BernoulliCeilingRatio", "bernoulli_entropy", "_fast_metrics", "_fpr95"],
+    "tcvae": ["gaussian_log_density", "TCVAE.decomposition", "TCVAE.loss"],
+    "calibration": ["bin_indices", "mean_ci", "_bin_stats", "ece", "mce", "debiased_l2_ce", "bootstrap_ci"],
+}
+#: Tests left out of the runner because they exercise none of SCOPE and take most of the time.
+KEYWORD = {
+    "attacks": "not lbfgs and not latent_attack and not max_damage",
+}
+DISABLED = "string,fstring"
+STATUS = {"ok_killed": "killed", "bad_timeout": "timeout", "ok_suspicious": "suspicious",
+          "bad_survived": "survived", "skipped": "skipped", "untested": "untested"}
+
+
+def function_lines(path: Path, names: list[str]) -> list[int]:
+    """1-based line numbers of the bodies of the named functions, methods (``Class.method``) or classes."""
+    tree = ast.parse(path.read_text())
+    found, lines = set(), []
+
+    def visit(node, prefix=""):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                qual = prefix + child.name
+                if qual in names or child.name in names:
+                    found.add(qual if qual in names else child.name)
+                    lines.extend(range(child.lineno, child.end_lineno + 1))
+                elif isinstance(child, ast.ClassDef):
+                    visit(child, qual + ".")
+
+    visit(tree)
+    missing = set(names) - found
+    if missing:
+        raise SystemExit(f"Not found in {path.name}: {', '.join(sorted(missing))}")
+    return sorted(set(lines))
+
+
+def scope_patch(path: Path, rel: str, lines: list[int]) -> str:
+    """A patch that 'adds' exactly ``lines`` of ``path``: mutmut's --use-patch-file then mutates only them."""
+    new = path.read_text().splitlines(keepends=True)
+    keep = set(lines)
+    old = [l for i, l in enumerate(new, 1) if i not in keep]
+    return "".join(difflib.unified_diff(old, new, fromfile=rel, tofile=rel, n=0))
+
+
+def run(module: str, tests: list[str], keep: bool = False, functions: list[str] | None = None,
+        select: str | None = None, keyword: str | None = None, resume: str | None = None,
+        report_only: bool = False) -> dict:
+    if resume:   # mutmut keeps its results in .mutmut-cache: only untested mutants run again
+        scratch = Path(resume)
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix=f"robustvae-mutation-{module}-"))
+        for d in ("robustvae", "tests"):
+            shutil.copytree(ROOT / d, scratch / d, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+    rel = f"robustvae/{module}.py"
+    sel = (f" -m {select!r}" if select else "") + (f" -k {keyword!r}" if keyword else "")
+    runner = f"{sys.executable} -m pytest -x -q -p no:cacheprovider{sel} {' '.join(tests)}"
+    cmd = [sys.executable, "-m", "mutmut", "run", "--paths-to-mutate", rel,
+           "--tests-dir", "tests", "--runner", runner, "--disable-mutation-types", DISABLED,
+           "--no-progress", "--simple-output", "--test-time-multiplier", "3.0"]
+    if functions:
+        (scratch / "scope.patch").write_text(scope_patch(scratch / rel, rel, function_lines(scratch / rel, functions)))
+        cmd += ["--use-patch-file", "scope.patch"]
+    t0 = time.time()
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if report_only:      # only read what an interrupted run left in its cache
+        proc = subprocess.CompletedProcess(cmd, None, "", "")
+    else:
+        proc = subprocess.run(cmd, cwd=scratch, env=env, capture_output=True, text=True)
+    seconds = time.time() - t0
+    if not (scratch / ".mutmut-cache").exists():
+        raise RuntimeError(f"mutmut did not run:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    con = sqlite3.connect(scratch / ".mutmut-cache")
+    rows = con.execute("SELECT Mutant.id, Mutant.status, Line.line_number, Line.line FROM Mutant "
+                       "JOIN Line ON Mutant.line = Line.id").fetchall()
+    counts = {v: 0 for v in STATUS.values()}
+    survivors = []
+    for mid, status, lineno, line in rows:
+        counts[STATUS.get(status, status)] = counts.get(STATUS.get(status, status), 0) + 1
+        if status in ("bad_survived", "ok_suspicious"):
+            diff = subprocess.run([sys.executable, "-m", "mutmut", "show", str(mid)], cwd=scratch,
+                                  capture_output=True, text=True).stdout
+            survivors.append({"id": mid, "status": STATUS[status], "line": lineno + 1,
+                              "source": line.strip(), "diff": diff.strip()})
+    total = sum(counts.values()) - counts["skipped"] - counts["untested"]
+    killed = counts["killed"] + counts["timeout"]
+    out = {"module": module, "complete": counts["untested"] == 0, "untested": counts["untested"],
+           "tests": tests, "test_selection": sel.strip(), "scope": functions or "whole module",
+           "mutants": total, "killed": killed,
+           "survived": counts["survived"] + counts["suspicious"], "timeout": counts["timeout"],
+           "kill_rate": round(killed / total, 4) if total else None, "seconds": round(seconds),
+           "disabled_mutation_types": DISABLED, "mutmut_exit": proc.returncode, "survivors": survivors}
+    if not keep and not resume:
+        shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        out["scratch"] = str(scratch)
+    return out
+
+
+def write(result: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"mutation_{result['module']}.json").write_text(json.dumps(result, indent=1) + "\n")
+    path = RESULTS / "mutation_summary.csv"
+    fields = ["module", "scope", "mutants", "killed", "survived", "timeout", "untested", "kill_rate", "seconds"]
+    rows = {}
+    if path.exists():
+        with path.open() as f:
+            rows = {r["module"]: r for r in csv.DictReader(f)}
+    rows[result["module"]] = {k: (" ".join(result[k]) if isinstance(result[k], list) else result[k]) for k in fields}
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for m in sorted(rows):
+            w.writerow(rows[m])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("module", choices=sorted(TESTS))
+    p.add_argument("--tests", nargs="+", help="test files to run against each mutant (default: the module's)")
+    p.add_argument("--functions", nargs="+", help="mutate only these functions / Class.method / classes "
+                   "(default: the module's SCOPE; 'all' for the whole module)")
+    p.add_argument("-m", dest="select", default="not slow", help="pytest -m expression for the runner (default: 'not slow')")
+    p.add_argument("-k", dest="keyword", help="pytest -k expression for the runner (default: the module's KEYWORD)")
+    p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in its kept scratch copy")
+    p.add_argument("--report-only", action="store_true", help="with --resume: summarise the cache, run nothing")
+    p.add_argument("--keep", action="store_true", help="keep the scratch copy (to inspect survivors with mutmut show)")
+    args = p.parse_args(argv)
+    functions = args.functions or SCOPE.get(args.module)
+    if functions == ["all"]:
+        functions = None
+    result = run(args.module, args.tests or TESTS[args.module], args.keep, functions, args.select or None,
+                 args.keyword or KEYWORD.get(args.module), args.resume, args.report_only)
+    write(result)
+    print(f"{result['module']}: {result['mutants']} mutants, {result['killed']} killed, "
+          f"{result['survived']} survived ({result['kill_rate']:.1%}) in {result['seconds']} s")
+    for s in result["survivors"]:
+        print(f"--- survivor {s['id']} line {s['line']}: {s['source']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
