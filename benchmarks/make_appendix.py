@@ -200,6 +200,45 @@ def _reruns_table(files: dict[str, Path], key_numbers: dict | None = None) -> tu
     return _table(header, rows), "In these runs " + "; ".join(totals) + "."
 
 
+def _numerics_section() -> list[str]:
+    """The pinned numerics and what they were measured to do (``cpu2_numerics.json``)."""
+    res = _load_json("cpu2_numerics.json", required=False)
+    lines = [
+        "## The same numbers on every machine",
+        "",
+        "Every kernel that computes the book's numbers runs with pinned numerics",
+        "(`robustvae/numerics.py`): 2 intra-op threads, and PyTorch, oneDNN, MKL and NumPy capped at",
+        "AVX2 kernels, so every x86-64 machine with AVX2 trains the same weights to the bit. The",
+        "notebook tests compare integers and text exactly and floats within a relative 1e-4 plus one",
+        "unit in the last printed digit; figures by a fingerprint of their data. CI runs the tests",
+        "with `OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default`, as another machine, from an empty cache.",
+        "",
+    ]
+    if not res:
+        return lines
+    rows = [[r["machine"], r["mode"], f"`{r['hash']}`", f"{r['loss']:.6f}"] for r in res["runs"]]
+    lines += [
+        f"`benchmarks/bench_numerics.py` trains one workload ({res['workload']}) under stand-ins",
+        "for other machines, with the pins and without them (`ROBUSTVAE_NUMERICS=native`):",
+        "",
+        _table(["stand-in", "numerics", "weights (hash)", "final loss"], rows),
+        "",
+        f"With the pins the weights are {'identical' if res['pinned_identical_across_machines'] else '**not identical**'}"
+        f" on every stand-in; without them the {len(_stand_ins(res))} stand-ins train "
+        f"{res['native_distinct_weights']} different sets of weights.",
+        "",
+    ]
+    if "cost_ratios" in res:
+        lines[-2] += (f" The pins cost {res['cost_ratio_pinned_over_native_median']:.2f}x the wall time of the "
+                      f"reference machine's native (AVX-512) kernels on that workload (median of "
+                      f"{len(res['cost_ratios'])} alternating runs).")
+    return lines
+
+
+def _stand_ins(res: dict) -> list[str]:
+    return sorted({r["machine"] for r in res["runs"]})
+
+
 def render() -> str:
     """The appendix as MyST markdown, from the files under ``benchmarks/results/``."""
     book = _load_json("cpu2_book.json")
@@ -225,10 +264,15 @@ def render() -> str:
         "## The two commands",
         "",
         "```bash",
-        "make book   # set up .venv, execute every chapter, build the HTML",
-        "make test   # set up .venv, unit tests, pytest --nbval over every chapter, strict build",
+        "make book   # data, .venv, execute every chapter, build the HTML",
+        "make test   # data, .venv, unit tests, pytest --nbval over every chapter, strict build, browser",
         "```",
         "",
+        "Both first provide the data (Debian's Fashion-MNIST, installed with apt-get as root; anywhere",
+        "else they stop at once with the command to run), then the locked Python stack",
+        "(`requirements.lock`). A chapter that fails leaves its notebook as it was.",
+        "",
+        *_numerics_section(),
         "## Time and memory per chapter",
         "",
         f"Measured by `benchmarks/bench_book.py` on the reference machine ({machine.get('cpus', '?')} cores, "

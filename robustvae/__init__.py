@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 #: The library's modules, each importable as ``robustvae.NAME`` (or ``from robustvae import NAME``).
 SUBMODULES = (
     "attacks", "cache", "calibration", "certify", "claims", "consistency", "data", "fingerprint",
-    "lipschitz", "models", "numerics", "ood", "perturbation", "plotting", "purify", "rrobust", "runs",
+    "lipschitz", "models", "numerics", "ood", "perturbation", "plotting", "purify", "rrobust", "runs", "stats",
     "scorecard", "tables", "tcvae", "training", "utils",
 )
 

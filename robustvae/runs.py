@@ -663,6 +663,14 @@ def rerun(chapters: Sequence[str], name: str, params: Mapping[str, Any] | None =
     return table
 
 
+def _code_of(path: Path) -> list[str]:
+    """The code cells of a notebook or its jupytext source, without papermill's injected cell."""
+    import jupytext
+
+    return [c.source.strip() for c in jupytext.read(path).cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
 def execute_book(chapters: Sequence[str] = ("all",), *, book: Path | str | None = None,
                  runs: Path | str | None = None, kernel: str = "python3") -> list[dict[str, Any]]:
     """Execute the book's chapters in place (``make book``), each only replacing its notebook on success.
@@ -690,7 +698,8 @@ def execute_book(chapters: Sequence[str] = ("all",), *, book: Path | str | None 
     for job in jobs:
         md = job.notebook.with_suffix(".md")
         if md.exists():
-            if job.notebook.stat().st_mtime > md.stat().st_mtime + 1:
+            if (job.notebook.stat().st_mtime > md.stat().st_mtime + 1
+                    and _code_of(job.notebook) != _code_of(md)):
                 # the .ipynb was edited (in Jupyter) after its source: carry the edit into the .md first
                 subprocess.run([sys.executable, "-m", "jupytext", "--sync", "--quiet", str(md)], check=True)
             # execute the .md source's cells; the book's .ipynb is written only on success
