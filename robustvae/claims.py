@@ -163,20 +163,16 @@ class Claims:
         """One line: how many findings hold and how many checks pass, counted apart (and how
         many claims were shown but not claimed), e.g. ``"5 findings hold; 7 checks pass"`` or
         ``"1 of 5 findings DOES NOT HOLD; 7 checks pass"``."""
-        nf, kf = self.counts("finding")
-        nc, kc = self.counts("check")
-        if not nf:
-            findings = "no findings"
-        elif not kf:
-            findings = f"{nf} finding holds" if nf == 1 else f"{nf} findings hold"
-        else:
-            findings = f"{kf} of {nf} findings " + ("DOES NOT HOLD" if kf == 1 else "DO NOT HOLD")
-        if not nc:
-            checks = "no checks"
-        elif not kc:
-            checks = f"{nc} check passes" if nc == 1 else f"{nc} checks pass"
-        else:
-            checks = f"{kc} of {nc} checks " + ("FAILS" if kc == 1 else "FAIL")
+        def phrase(kind: str, holds: tuple[str, str], fails: tuple[str, str]) -> str:
+            n, k = self.counts(kind)
+            if not n:
+                return f"no {kind}s"
+            if not k:
+                return f"{n} {kind} {holds[0]}" if n == 1 else f"{n} {kind}s {holds[1]}"
+            return f"{k} of {n} {kind}s " + (fails[0] if k == 1 else fails[1])
+
+        findings = phrase("finding", ("holds", "hold"), ("DOES NOT HOLD", "DO NOT HOLD"))
+        checks = phrase("check", ("passes", "pass"), ("FAILS", "FAIL"))
         shown = len(self.claims) - self.n_claimed
         extra = f"; {shown} more shown, not claimed on {self.dataset}" if shown else ""
         return f"{findings}; {checks}{extra}"
