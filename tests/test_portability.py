@@ -330,3 +330,13 @@ def test_lock_file_pins_every_requirement_of_the_project():
         name = req.name.lower().replace("_", "-")
         assert name in lock, f"{name} is not pinned in requirements.lock (run `make lock`)"
         assert req.specifier.contains(lock[name], prereleases=True), (name, lock[name], str(req.specifier))
+
+
+def test_no_cell_relies_on_a_trailing_semicolon():
+    """nbval executes cells without storing history, so IPython does not see a final ';' and shows
+    the value anyway: the book and its regression test would disagree (chapter 8 did)."""
+    for md in sorted((ROOT / "book").glob("[0-9][0-9]_*.md")):
+        for cell in jupytext.read(md).cells:
+            lines = cell.source.rstrip().splitlines()
+            if cell.cell_type == "code" and lines:
+                assert not lines[-1].rstrip().endswith(";"), f"{md.name}: {lines[-1]!r}"
