@@ -200,6 +200,27 @@ def _reruns_table(files: dict[str, Path], key_numbers: dict | None = None) -> tu
     return _table(header, rows), "In these runs " + "; ".join(totals) + "."
 
 
+def _pinned_times_section() -> list[str]:
+    """Chapter times with the pinned numerics (``cpu2_book_pinned.json``), if measured."""
+    res = _load_json("cpu2_book_pinned.json", required=False)
+    if not res:
+        return []
+    rows = [[f"`{ch}`", f"{res['cold_s'][ch]:.0f}", f"{res['warm_s'].get(ch, float('nan')):.0f}"]
+            for ch in sorted(res["cold_s"])]
+    cold, warm = res["total_cold_s"] / 60, res["total_warm_s"] / 60
+    verdict = "within" if cold <= BUDGET_MIN else "**over**"
+    return [
+        "The table above was measured before the numerics were pinned (next section), on a faster",
+        f"machine of our kind. With the pins (commit `{res['commit']}`), on a slower one: *cold*, {res['cold']};",
+        f"*warm*, {res['warm']}.",
+        "",
+        _table(["chapter", "cold (s)", "warm (s)"], rows),
+        "",
+        f"Cold: {cold:.1f} minutes ({verdict} the {BUDGET_MIN}-minute budget); warm: {warm:.1f} minutes.",
+        "",
+    ]
+
+
 def _numerics_section() -> list[str]:
     """The pinned numerics and what they were measured to do (``cpu2_numerics.json``)."""
     res = _load_json("cpu2_numerics.json", required=False)
@@ -287,6 +308,7 @@ def render() -> str:
         f"The whole book takes {cold_min:.1f} minutes from an empty cache ({verdict} the {BUDGET_MIN}-minute "
         f"budget) and {warm_min:.1f} minutes with a warm one.",
         "",
+        *_pinned_times_section(),
         "## Throughput of the hot loops",
         "",
         "`benchmarks/bench_throughput.py`, fresh models on mnist-5k batches. Each ratio against",
