@@ -63,7 +63,9 @@ CLASS_NAMES = {
 #: Which source each dataset was loaded from in this process (name -> description).
 SOURCES: dict[str, str] = {}
 
-DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: Where Debian's dataset-fashion-mnist puts its files; ``$ROBUSTVAE_FASHION_DEBIAN_DIR`` overrides it
+#: (the same variable scripts/provision_data.sh reads, so the two never disagree).
+DEBIAN_FASHION_DIR = Path(os.environ.get("ROBUSTVAE_FASHION_DEBIAN_DIR", "/usr/share/datasets/fashion-mnist"))
 
 _MEMO: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
