@@ -14,6 +14,7 @@ Threat models
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "NORMS", "fgsm", "pgd", "lbfgs", "project", "perturbation_norm",
+    "NORMS", "Ascent", "ascend", "ball_start", "fgsm", "pgd", "lbfgs", "project", "perturbation_norm",
     "latent_kl", "latent_attack", "max_damage", "reconstruction_distance",
 ]
 
@@ -60,11 +61,6 @@ def perturbation_norm(x_adv: torch.Tensor, x: torch.Tensor, norm: str = "linf") 
     return d.abs().amax(dim=1) if norm == "linf" else d.norm(dim=1)
 
 
-def _step(grad: torch.Tensor, alpha: float, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return alpha * grad.sign()
-    return alpha * grad / (_flat_norm(grad) + 1e-12)
-
 
 def _random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
     if norm == "linf":
@@ -74,6 +70,153 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Gener
         r = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device="cpu").to(x.device)
         noise = g / (_flat_norm(g) + 1e-12) * eps * r.pow(1.0 / x[0].numel())
     return project(x + noise, x, eps, norm)
+
+
+# --- the projected-ascent engine ------------------------------------------------------------
+SCHEDULES = ("constant", "cosine")
+STEP_RULES = ("sign", "l2")
+
+
+@dataclass
+class Ascent:
+    """What :func:`ascend` found for a batch of ``B`` examples.
+
+    ``x``: the kept iterate per example (detached); ``value``: the objective there (mean over
+    the EOT draws); ``success``: whether it succeeded (``None`` when the objective reports no
+    success). ``trace`` ``(restarts, steps + 1, B)``: the objective at every iterate (NaN after
+    an early stop); ``success_trace``: the same for success (``None`` without one). The
+    cumulative "broken so far" curve of a convergence plot is
+    ``success_trace.flatten(0, 1).cummax(0)``.
+    """
+
+    x: torch.Tensor
+    value: torch.Tensor
+    success: torch.Tensor | None
+    trace: torch.Tensor
+    success_trace: torch.Tensor | None
+
+    def broken_after(self) -> torch.Tensor:
+        """``(restarts, steps + 1)``: the fraction of examples broken by each point of the attack
+        (all earlier restarts, then this restart up to this step); NaN without a success."""
+        if self.success_trace is None:
+            return torch.full(self.trace.shape[:2], float("nan"))
+        r, t, b = self.success_trace.shape
+        flat = self.success_trace.reshape(r * t, b).float().cummax(0).values
+        return flat.mean(1).view(r, t)
+
+
+def _normalised(grad: torch.Tensor, rule: str) -> torch.Tensor:
+    if rule == "sign":
+        return grad.sign()
+    return grad / (_flat_norm(grad) + 1e-12)
+
+
+def ascend(
+    objective: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
+    start: Callable[[int], torch.Tensor],
+    project: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    steps: int,
+    alpha: float,
+    step_rule: str = "sign",
+    schedule: str = "constant",
+    restarts: int = 1,
+    eot: int = 1,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    stop_when_all_succeed: bool = True,
+) -> Ascent:
+    """Projected ascent: the one loop behind every gradient attack of the book.
+
+    For each restart ``k`` it starts from ``v_0 = start(k)`` and repeats
+    ``v_{t+1} = project(v_t + alpha_t * N(g_t))`` for ``t < steps``, where ``g_t`` is the
+    gradient of ``objective`` summed over the batch and averaged over ``eot`` evaluations
+    (Expectation over Transformation, Athalye et al. 2018), ``N`` is the sign (``"sign"``,
+    L-inf steepest ascent) or the per-example L2 normalisation (``"l2"``), and ``alpha_t`` is
+    ``alpha`` (``"constant"``) or ``alpha * (1 + cos(pi t / steps)) / 2`` (``"cosine"``).
+
+    ``objective(v)`` returns the per-example values ``(B,)`` to **maximise** (negate to
+    minimise), or ``(values, success)`` with a boolean ``(B,)``: whether the attack has
+    achieved its goal at ``v`` (for a stochastic objective, the majority over the ``eot``
+    draws decides).
+
+    **Which iterate is kept.** Every iterate ``v_0 .. v_steps`` of every restart is evaluated,
+    and per example the best one is kept, ordered first by success, then by value: a successful
+    iterate is only ever replaced by a successful one of higher value, so a later step or
+    restart never overwrites a success with a failure. Without a success signal the iterate of
+    highest value is kept. With ``stop_when_all_succeed`` no further restart starts once every
+    example has succeeded.
+
+    ``callback(restart, step, v_t)`` is called on every iterate (e.g. to record iterates).
+    Returns an :class:`Ascent`.
+    """
+    if steps < 0 or restarts < 1 or eot < 1:
+        raise ValueError(f"steps must be >= 0, restarts and eot >= 1; got {steps}, {restarts}, {eot}.")
+    if step_rule not in STEP_RULES:
+        raise ValueError(f"Unknown step_rule {step_rule!r}. Valid: {', '.join(STEP_RULES)}.")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {schedule!r}. Valid: {', '.join(SCHEDULES)}.")
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}.")
+    best = best_val = best_ok = None
+    trace = succ_trace = None
+    has_success = None
+    for k in range(restarts):
+        v = start(k).detach()
+        for t in range(steps + 1):
+            if callback is not None:
+                callback(k, t, v)
+            need_grad = t < steps
+            total = torch.zeros(len(v), device=v.device)
+            votes = torch.zeros(len(v), device=v.device)
+            grad = None
+            for _ in range(eot):
+                vv = v.clone().requires_grad_(need_grad)
+                with torch.set_grad_enabled(need_grad):
+                    out = objective(vv)
+                val, ok = out if isinstance(out, tuple) else (out, None)
+                if has_success is None:
+                    has_success = ok is not None
+                    b = len(v)
+                    best, best_val = v.clone(), torch.full((b,), -float("inf"), device=v.device)
+                    best_ok = torch.zeros(b, dtype=torch.bool, device=v.device)
+                    trace = torch.full((restarts, steps + 1, b), float("nan"))
+                    succ_trace = torch.zeros((restarts, steps + 1, b), dtype=torch.bool) if has_success else None
+                if need_grad:
+                    (g,) = torch.autograd.grad(val.sum(), vv)
+                    grad = g if grad is None else grad + g
+                total += val.detach()
+                if ok is not None:
+                    votes += ok.detach().float()
+            val = total / eot
+            ok = votes / eot > 0.5 if has_success else torch.zeros_like(best_ok)
+            trace[k, t] = val.cpu()
+            if has_success:
+                succ_trace[k, t] = ok.cpu()
+                take = (ok & ~best_ok) | ((ok == best_ok) & (val > best_val))
+            else:
+                take = val > best_val
+            best[take], best_val[take] = v[take], val[take]
+            best_ok |= ok
+            if need_grad:
+                a = alpha if schedule == "constant" else alpha * 0.5 * (1.0 + math.cos(math.pi * t / steps))
+                v = project(v + a * _normalised(grad / eot, step_rule)).detach()
+        if has_success and stop_when_all_succeed and bool(best_ok.all()):
+            succ_trace[k + 1:] = True          # the broken stay broken for the rest of the trace
+            break
+    return Ascent(best.detach(), best_val, best_ok if has_success else None, trace, succ_trace)
+
+
+def ball_start(x: torch.Tensor, eps: float, norm: str = "linf", generator: torch.Generator | None = None,
+               random: bool = True) -> Callable[[int], torch.Tensor]:
+    """Starting points for :func:`ascend` in the ``eps``-ball around ``x`` (and the box [0, 1]):
+    uniform in the L-inf ball, or a random point of the L2 ball; ``x`` itself when
+    ``random`` is False or ``eps == 0``. Draws come from the CPU ``generator``."""
+    _check(eps, norm)
+
+    def start(k: int) -> torch.Tensor:
+        return _random_start(x, eps, norm, generator) if (random and eps > 0) else x.clone()
+
+    return start
 
 
 def fgsm(model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, targeted: bool = False) -> torch.Tensor:
@@ -108,11 +251,17 @@ def pgd(
     eot: int = 1,
     restarts: int = 1,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    schedule: str = "constant",
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    return_result: bool = False,
+) -> torch.Tensor | "Ascent":
     """Projected Gradient Descent (Madry et al., ICLR 2018) on the cross-entropy.
 
     Repeats ``x_{t+1} = Proj_{B(x, eps) and [0,1]}(x_t + alpha * step(grad_x CE(model(x_t), y)))``
-    where ``step`` is the sign for L-inf and the L2-normalised gradient for L2.
+    where ``step`` is the sign for L-inf and the L2-normalised gradient for L2, through the
+    shared engine :func:`ascend` (best iterate per image across steps and restarts; an image
+    counts as fooled at an iterate when most of its ``eot`` draws are misclassified; a fooling
+    iterate is kept over any that does not fool, then the highest loss wins).
 
     Parameters
     ----------
@@ -122,38 +271,35 @@ def pgd(
     steps : number of gradient steps; ``alpha`` defaults to ``2.5 * eps / steps``.
     random_start : start from a uniform point of the ball (L-inf) or a random point (L2).
     eot : Expectation over Transformation (Athalye et al., ICML 2018): average the gradient
-        over ``eot`` forward passes of a stochastic model.
-    restarts : keep, per image, the first restart that fools the model (else the last).
+        (and judge success) over ``eot`` forward passes of a stochastic model.
+    restarts : independent runs (no new one starts once every image is fooled); per image the
+        fooling iterate of highest loss (else the iterate of highest loss) over all of them is
+        returned.
     generator : CPU generator for the random start (for reproducible attacks).
+    schedule : ``"constant"`` step length, or ``"cosine"`` annealing from ``alpha`` to 0.
+    callback : ``callback(restart, step, x_t)`` on every iterate (see :func:`ascend`).
+    return_result : return the :class:`Ascent` record (images, loss, success and the
+        per-iterate success trace for convergence curves) instead of the images.
 
-    Returns the adversarial images (detached).
+    Returns the adversarial images (detached), or the :class:`Ascent` record.
     """
     _check(eps, norm)
     if steps < 0 or eot < 1 or restarts < 1:
         raise ValueError("steps must be >= 0, eot and restarts >= 1.")
     alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
     x = x.detach()
-    best = x.clone()
-    done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for _ in range(restarts):
-        x_adv = _random_start(x, eps, norm, generator) if (random_start and eps > 0) else x.clone()
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            grad = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)[0]
-            for _ in range(eot - 1):    # EOT: average the gradient over more forward passes
-                grad += torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)[0]
-            x_adv = x_adv.detach()
-            step = _step(grad / eot if eot > 1 else grad, alpha, norm)
-            x_adv = project(x_adv - step if targeted else x_adv + step, x, eps, norm)
-        with torch.no_grad():
-            pred = model(x_adv).argmax(1)
-            success = (pred == y) if targeted else (pred != y)
-        take = ~done
-        best[take] = x_adv[take]
-        done |= success
-        if bool(done.all()):
-            break
-    return best.detach()
+
+    def objective(v: torch.Tensor):
+        logits = model(v)
+        loss = F.cross_entropy(logits, y, reduction="none")
+        pred = logits.argmax(1)
+        return (-loss, pred == y) if targeted else (loss, pred != y)
+
+    res = ascend(objective, ball_start(x, eps, norm, generator, random=random_start),
+                 lambda v: project(v, x, eps, norm), steps=steps, alpha=alpha,
+                 step_rule="sign" if norm == "linf" else "l2", schedule=schedule,
+                 restarts=restarts, eot=eot, callback=callback)
+    return res if return_result else res.x
 
 
 def lbfgs(
@@ -334,20 +480,10 @@ def latent_attack(
             obj = obj + lam * (x_adv - x).flatten(1).norm(dim=1)
         return obj
 
-    x_adv = _random_start(x, eps, norm, generator) if (random_start and eps > 0) else x.clone()
-    best = x_adv.clone()
-    best_obj = torch.full((len(x),), float("inf"), device=x.device)
-    for t in range(steps + 1):
-        x_adv.requires_grad_(t < steps)
-        with torch.set_grad_enabled(t < steps):
-            obj = objective(x_adv)
-        better = obj.detach() < best_obj
-        best[better], best_obj[better] = x_adv.detach()[better], obj.detach()[better]
-        if t < steps:
-            (grad,) = torch.autograd.grad(obj.sum(), x_adv)
-            alpha_t = alpha * 0.5 * (1.0 + math.cos(math.pi * t / steps))   # cosine-annealed step
-            x_adv = project(x_adv.detach() - _step(grad, alpha_t, norm), x, eps, norm)
-    return best.detach()
+    res = ascend(lambda v: -objective(v), ball_start(x, eps, norm, generator, random=random_start),
+                 lambda v: project(v, x, eps, norm), steps=steps, alpha=alpha,
+                 step_rule="sign" if norm == "linf" else "l2", schedule="cosine")
+    return res.x
 
 
 def max_damage(
@@ -365,7 +501,8 @@ def max_damage(
     ``g`` is the deterministic reconstruction through the encoder mean, as in Camuto et al.
     (AISTATS 2021) and Barrett et al. (AISTATS 2022), who solve the same problem with L-BFGS-B;
     here it is projected gradient ascent from a random start in the ball, pixels kept in
-    [0, 1], keeping per image the restart that moved the reconstruction most.
+    [0, 1], keeping per image the iterate (over all steps and restarts) that moved the
+    reconstruction most (:func:`ascend`).
     ``alpha`` defaults to ``2.5 * eps / steps``. Returns ``x + delta`` (detached).
     """
     _check(eps, norm)
@@ -373,16 +510,10 @@ def max_damage(
     x = x.detach()
     with torch.no_grad():
         target = vae.reconstruct(x, sample=False)
-    best, best_d = x.clone(), torch.full((len(x),), -1.0, device=x.device)
-    for _ in range(restarts):
-        x_adv = _random_start(x, eps, norm, generator) if eps > 0 else x.clone()
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            dist = (vae.reconstruct(x_adv, sample=False) - target).flatten(1).pow(2).sum(1)
-            (grad,) = torch.autograd.grad(dist.sum(), x_adv)
-            x_adv = project(x_adv.detach() + _step(grad, alpha, norm), x, eps, norm)
-        with torch.no_grad():
-            d = (vae.reconstruct(x_adv, sample=False) - target).flatten(1).norm(dim=1)
-        better = d > best_d
-        best[better], best_d[better] = x_adv[better], d[better]
-    return best.detach()
+
+    def damage(v: torch.Tensor) -> torch.Tensor:
+        return (vae.reconstruct(v, sample=False) - target).flatten(1).pow(2).sum(1)
+
+    res = ascend(damage, ball_start(x, eps, norm, generator), lambda v: project(v, x, eps, norm),
+                 steps=steps, alpha=alpha, step_rule="sign" if norm == "linf" else "l2", restarts=restarts)
+    return res.x

@@ -293,27 +293,6 @@ def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, b
 
 
 # --- attack convergence -------------------------------------------------------------------
-class _IterateRecorder(nn.Module):
-    """Passes calls through to ``model`` and keeps the inputs PGD evaluates at chosen steps.
-
-    :func:`robustvae.attacks.pgd` (one restart) calls the model ``eot`` times per step on the
-    current iterate, then once on the final iterate: call ``c`` sees iterate ``c // eot``.
-    """
-
-    def __init__(self, model: nn.Module, eot: int, keep: set[int]):
-        super().__init__()
-        self.model, self.eot, self.keep = model, eot, keep
-        self.calls = 0
-        self.iterates: dict[int, torch.Tensor] = {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        step, r = divmod(self.calls, self.eot)
-        if r == 0 and step in self.keep:
-            self.iterates[step] = x.detach().clone()
-        self.calls += 1
-        return self.model(x)
-
-
 def pgd_iterates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
                  record: tuple[int, ...] | list[int], steps: int, eot: int = 1,
                  **pgd_kwargs) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -329,9 +308,14 @@ def pgd_iterates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         raise ValueError(f"record must hold steps between 0 and steps={steps}, got {sorted(keep)}.")
     if pgd_kwargs.get("restarts", 1) != 1:
         raise ValueError("pgd_iterates records a single run: use restarts=1.")
-    rec = _IterateRecorder(model, eot, keep)
-    x_adv = attacks.pgd(rec, x, y, eps, steps=steps, eot=eot, **pgd_kwargs)
-    return x_adv, rec.iterates
+    iterates: dict[int, torch.Tensor] = {}
+
+    def keep_iterate(k: int, t: int, v: torch.Tensor) -> None:
+        if t in keep:
+            iterates[t] = v.detach().clone()
+
+    x_adv = attacks.pgd(model, x, y, eps, steps=steps, eot=eot, callback=keep_iterate, **pgd_kwargs)
+    return x_adv, iterates
 
 
 # --- Defense-VAE --------------------------------------------------------------------------

@@ -228,19 +228,31 @@ def test_pgd_reaches_the_exact_robust_accuracy_of_a_linear_model_and_beats_fgsm(
             assert _acc(model, attacks.fgsm(model, x, y, eps=eps), y) >= acc_pgd + 3 / len(x), eps
 
 
+def _pgd_path(model, x, y, **kw):
+    """Our PGD's iterates ``{step: x_t}`` of the single run, and the images it returns."""
+    path = {}
+    res = attacks.pgd(model, x, y, callback=lambda k, t, v: path.__setitem__(t, v.clone()), return_result=True, **kw)
+    return path, res
+
+
 def test_pgd_and_fgsm_equal_torchattacks_image_by_image(tiny_classifier_and_data):
-    """A reference implementation: the same images, not just the same accuracy."""
+    """A reference implementation: the same iterates, not just the same accuracy. torchattacks
+    returns the last iterate; ours returns each image's first fooling iterate (else the one of
+    highest loss), which must be one of the same iterates."""
     torchattacks = pytest.importorskip("torchattacks")
     model, x, y = tiny_classifier_and_data
     for eps in (0.03, 0.1):
-        ours = attacks.pgd(model, x, y, eps=eps, steps=10, alpha=eps / 4, random_start=False)
+        path, res = _pgd_path(model, x, y, eps=eps, steps=10, alpha=eps / 4, random_start=False)
         theirs = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=10, random_start=False)(x, y)
-        assert torch.allclose(ours, theirs, atol=1e-6)
-        assert torch.allclose(attacks.fgsm(model, x, y, eps=eps), torchattacks.FGSM(model, eps=eps)(x, y), atol=1e-6)
+        assert 10 in path, "the run stopped early: every image fooled before the last step"
+        assert torch.equal(path[10], theirs)                     # measured: bit-identical
+        on_path = torch.stack([(path[t] == res.x).flatten(1).all(1) for t in path]).any(0)
+        assert bool(on_path.all())
+        assert torch.equal(attacks.fgsm(model, x, y, eps=eps), torchattacks.FGSM(model, eps=eps)(x, y))
     # L2: torchattacks' PGDL2 normalises the gradient and projects onto the ball the same way
-    ours = attacks.pgd(model, x, y, eps=1.0, norm="l2", steps=10, alpha=0.25, random_start=False)
+    path, _ = _pgd_path(model, x, y, eps=1.0, norm="l2", steps=10, alpha=0.25, random_start=False)
     theirs = torchattacks.PGDL2(model, eps=1.0, alpha=0.25, steps=10, random_start=False)(x, y)
-    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert torch.allclose(path[10], theirs, atol=1e-5)
 
 
 def _two_class_linear(w: torch.Tensor) -> nn.Module:
