@@ -104,6 +104,16 @@ class Ascent:
         flat = self.success_trace.reshape(r * t, b).float().cummax(0).values
         return flat.mean(1).view(r, t)
 
+    def broken_by(self, restart: int, step: int) -> torch.Tensor:
+        """``(B,)`` bool: which examples some iterate up to ``step`` of ``restart`` (and every
+        iterate of the restarts before it) succeeded on. Needs a success signal."""
+        if self.success_trace is None:
+            raise ValueError("broken_by needs an objective that reports success.")
+        r, t, _ = self.success_trace.shape
+        if not (0 <= restart < r and 0 <= step < t):
+            raise ValueError(f"restart must be in [0, {r}) and step in [0, {t}), got {restart}, {step}.")
+        return self.success_trace[:restart].flatten(0, 1).any(0) | self.success_trace[restart, : step + 1].any(0)
+
 
 def _normalised(grad: torch.Tensor, rule: str) -> torch.Tensor:
     if rule == "sign":
@@ -272,12 +282,14 @@ def pgd(
     random_start : start from a uniform point of the ball (L-inf) or a random point (L2).
     eot : Expectation over Transformation (Athalye et al., ICML 2018): average the gradient
         (and judge success) over ``eot`` forward passes of a stochastic model.
-    restarts : independent runs (no new one starts once every image is fooled); per image the
-        fooling iterate of highest loss (else the iterate of highest loss) over all of them is
-        returned.
+    restarts : independent runs; each restart after the first attacks only the images that no
+        earlier restart fooled (a fooled image is never revisited), and per image the fooling
+        iterate (else the iterate of highest loss) over all of them is returned. Without a
+        random start a restart would repeat the first, so only one runs.
     generator : CPU generator for the random start (for reproducible attacks).
     schedule : ``"constant"`` step length, or ``"cosine"`` annealing from ``alpha`` to 0.
-    callback : ``callback(restart, step, x_t)`` on every iterate (see :func:`ascend`).
+    callback : ``callback(restart, step, x_t)`` on every iterate (see :func:`ascend`); in later
+        restarts ``x_t`` holds the kept iterates of the images already fooled.
     return_result : return the :class:`Ascent` record (images, loss, success and the
         per-iterate success trace for convergence curves) instead of the images.
 
@@ -289,16 +301,43 @@ def pgd(
     alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
     x = x.detach()
 
-    def objective(v: torch.Tensor):
-        logits = model(v)
-        loss = F.cross_entropy(logits, y, reduction="none")
-        pred = logits.argmax(1)
-        return (-loss, pred == y) if targeted else (loss, pred != y)
+    b = len(x)
+    best, best_val = x.clone(), torch.full((b,), -float("inf"), device=x.device)
+    best_ok = torch.zeros(b, dtype=torch.bool, device=x.device)
+    trace = torch.full((restarts, steps + 1, b), float("nan"))
+    succ = torch.zeros((restarts, steps + 1, b), dtype=torch.bool)
+    rem = torch.arange(b, device=x.device)
+    for k in range(restarts):
+        xs, ys = x[rem], y[rem]
 
-    res = ascend(objective, ball_start(x, eps, norm, generator, random=random_start),
-                 lambda v: project(v, x, eps, norm), steps=steps, alpha=alpha,
-                 step_rule="sign" if norm == "linf" else "l2", schedule=schedule,
-                 restarts=restarts, eot=eot, callback=callback)
+        def objective(v: torch.Tensor, ys=ys):
+            logits = model(v)
+            loss = F.cross_entropy(logits, ys, reduction="none")
+            pred = logits.argmax(1)
+            return (-loss, pred == ys) if targeted else (loss, pred != ys)
+
+        def report(_, t, v, k=k, rem=rem):
+            full = best.clone()
+            full[rem] = v
+            callback(k, t, full)
+
+        r = ascend(objective, ball_start(xs, eps, norm, generator, random=random_start),
+                   lambda v, xs=xs: project(v, xs, eps, norm), steps=steps, alpha=alpha,
+                   step_rule="sign" if norm == "linf" else "l2", schedule=schedule,
+                   eot=eot, callback=None if callback is None else report)
+        broken_before = best_ok.cpu().clone()
+        old_ok, old_val = best_ok[rem], best_val[rem]
+        take = (r.success & ~old_ok) | ((r.success == old_ok) & (r.value > old_val))
+        best[rem[take]], best_val[rem[take]] = r.x[take], r.value[take]
+        best_ok[rem] = old_ok | r.success
+        trace[k][:, rem.cpu()] = r.trace[0]
+        succ[k] = broken_before                      # images fooled by an earlier restart stay fooled
+        succ[k][:, rem.cpu()] = r.success_trace[0]
+        rem = torch.nonzero(~best_ok).flatten()
+        if len(rem) == 0 or not (random_start and eps > 0):
+            succ[k + 1:] = succ[k][-1]
+            break
+    res = Ascent(best.detach(), best_val, best_ok, trace, succ)
     return res if return_result else res.x
 
 

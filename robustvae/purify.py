@@ -134,7 +134,7 @@ class LatentSearch(Purifier):
 
     def _starts(self, x: torch.Tensor) -> torch.Tensor:
         b, d = len(x), self.vae.latent_dim
-        z0 = torch.randn(self.restarts, b, d, device=x.device)
+        z0 = torch.randn(self.restarts, b, d, device=x.device, dtype=x.dtype)
         if self.init == "encoder":
             z0[0] = self.vae.encode(x)[0]
         return z0
@@ -167,6 +167,60 @@ class LatentSearch(Purifier):
         z, _ = self.search(x)
         with torch.no_grad():
             return self.vae.mean_image(self.vae.decode(z))
+
+
+class UnrolledLatentSearch(Purifier):
+    """The latent search of a :class:`LatentSearch`, differentiable end to end (white-box).
+
+    Runs the same optimisation (same starts, same number of Adam steps, same learning rate,
+    same choice of the start with the smallest final error) but keeps the computation graph of
+    every step: Adam is written out (first and second moments, bias correction, as
+    ``torch.optim.Adam``) and each step's gradient is taken with ``create_graph=True``, so
+    ``d pi(x) / dx`` is the exact derivative of the unrolled optimiser, through the encoder
+    start and all ``steps`` updates. This is the attack the approximate gradients of
+    :class:`BPDA` and :class:`TangentBPDA` stand in for; a random start from the prior is part of
+    the purifier's randomness, so attack it with EOT (Athalye, Carlini & Wagner 2018).
+    The cost is one double-backward through the decoder per step; memory grows with ``steps``.
+    """
+
+    def __init__(self, latent_search: LatentSearch):
+        super().__init__()
+        if not isinstance(latent_search, LatentSearch):
+            raise ValueError("UnrolledLatentSearch needs a LatentSearch purifier.")
+        self.purifier = latent_search
+        self.stochastic = latent_search.stochastic
+
+    def search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z*, err)`` as :meth:`LatentSearch.search`, with ``z*`` differentiable in ``x``."""
+        ls = self.purifier
+        vae, r, b = ls.vae, ls.restarts, len(x)
+        z0 = torch.randn(r, b, vae.latent_dim, device=x.device, dtype=x.dtype)
+        if ls.init == "encoder":
+            z0 = torch.cat([vae.encode(x)[0].unsqueeze(0), z0[1:]], 0)
+        z = z0.reshape(r * b, -1)
+        target = x.repeat(r, 1, 1, 1)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8            # torch.optim.Adam's defaults
+        m = torch.zeros_like(z)
+        v = torch.zeros_like(z)
+        with torch.enable_grad():
+            if not z.requires_grad:
+                z = z.requires_grad_(True)
+            for t in range(1, ls.steps + 1):
+                err = (vae.mean_image(vae.decode(z)) - target).flatten(1).pow(2).sum(1)
+                (g,) = torch.autograd.grad(err.sum(), z, create_graph=True)
+                m = beta1 * m + (1 - beta1) * g
+                v = beta2 * v + (1 - beta2) * g * g
+                denom = (v + 1e-30).sqrt() / math.sqrt(1 - beta2**t) + eps
+                z = z - (ls.lr / (1 - beta1**t)) * m / denom
+            err = (vae.mean_image(vae.decode(z)) - target).flatten(1).pow(2).sum(1)
+        err, z = err.view(r, b), z.view(r, b, -1)
+        best = err.detach().argmin(0)
+        idx = torch.arange(b, device=x.device)
+        return z[best, idx], err[best, idx]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z, _ = self.search(x)
+        return self.purifier.vae.mean_image(self.purifier.vae.decode(z))
 
 
 class BPDA(Purifier):

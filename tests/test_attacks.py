@@ -1,3 +1,4 @@
+import math
 import pytest
 import torch
 import torch.nn.functional as F
@@ -340,3 +341,70 @@ def test_eot_averages_the_gradient_of_a_stochastic_model():
     y = torch.zeros(2, dtype=torch.long)
     x_adv = attacks.pgd(noisy, x, y, eps=0.4, steps=1, alpha=0.01, random_start=False, eot=400)
     assert torch.allclose(x_adv - x, (0.01 * w.sign()).expand_as(x), atol=1e-6)
+
+
+def test_ascend_keeps_the_best_iterate_not_the_last():
+    """Best-iterate rule: on f(v) = -(v - 1)^2 with steps that overshoot the maximum at 1, the last
+    iterate is worse than an earlier one; ascend returns the best, and its trace records every
+    iterate's value."""
+    v0 = torch.zeros(3, 1)
+    res = attacks.ascend(lambda v: -(v - 1).pow(2).sum(1), lambda k: v0.clone(), lambda v: v,
+                         steps=3, alpha=0.8, step_rule="sign")
+    # iterates 0, 0.8, 1.6, 0.8: values -1, -0.04, -0.36, -0.04; the first best is kept
+    assert torch.allclose(res.x, torch.full((3, 1), 0.8))
+    assert torch.allclose(res.trace[0, :, 0], torch.tensor([-1.0, -0.04, -0.36, -0.04]), atol=1e-6)
+    assert res.success is None and res.success_trace is None
+    with pytest.raises(ValueError, match="success"):
+        res.broken_by(0, 1)
+
+
+def test_ascend_success_beats_value_and_is_never_lost():
+    """A successful iterate is kept over any unsuccessful one of higher value, and a later restart
+    that fails cannot replace it; the cumulative broken fraction never decreases."""
+    starts = [torch.tensor([[0.0], [0.0]]), torch.tensor([[5.0], [5.0]])]
+
+    def objective(v):                       # success only near 1 (row 0) or never (row 1)
+        ok = torch.stack([(v[0, 0] - 1).abs() < 0.1, torch.tensor(False)])
+        return v.sum(1), ok
+
+    res = attacks.ascend(objective, lambda k: starts[k].clone(), lambda v: v.clamp(max=6.0),
+                         steps=2, alpha=1.0, step_rule="sign", restarts=2, stop_when_all_succeed=False)
+    assert res.success.tolist() == [True, False]
+    assert res.x[0, 0].item() == pytest.approx(1.0)          # the success, not the larger value 6
+    assert res.x[1, 0].item() == pytest.approx(6.0)          # no success: the highest value
+    curve = res.broken_after().flatten()
+    assert bool((curve[1:] >= curve[:-1]).all()) and curve[-1].item() == pytest.approx(0.5)
+    assert res.broken_by(0, 0).tolist() == [False, False] and res.broken_by(0, 1).tolist() == [True, False]
+
+
+def test_ascend_cosine_schedule_and_bad_arguments():
+    """The cosine schedule anneals the step from alpha to 0 (first step alpha, last near 0)."""
+    path = []
+    attacks.ascend(lambda v: v.sum(1), lambda k: torch.zeros(1, 1), lambda v: v, steps=4, alpha=1.0,
+                   step_rule="l2", schedule="cosine", callback=lambda k, t, v: path.append(v.item()))
+    steps = torch.diff(torch.tensor(path))
+    expected = torch.tensor([0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)])
+    assert torch.allclose(steps, expected, atol=1e-6)
+    for bad in (dict(schedule="linear"), dict(step_rule="l1"), dict(eot=0), dict(alpha=-1.0)):
+        kwargs = dict(steps=1, alpha=1.0) | bad
+        with pytest.raises(ValueError):
+            attacks.ascend(lambda v: v.sum(1), lambda k: torch.zeros(1, 1), lambda v: v, **kwargs)
+
+
+def test_pgd_restarts_attack_only_the_survivors():
+    """Later restarts run on the images no earlier restart fooled: the model sees fewer rows."""
+    model = _FlatCoinFlip()
+    seen = []
+
+    class Counting(nn.Module):
+        def forward(self, x):
+            seen.append(len(x))
+            return model(x)
+
+    x = torch.full((64, 1, 28, 28), 0.5)
+    y = torch.zeros(64, dtype=torch.long)
+    res = attacks.pgd(Counting(), x, y, eps=0.1, steps=1, restarts=3, generator=torch.Generator().manual_seed(0),
+                      return_result=True)
+    sizes = sorted(set(seen), reverse=True)
+    assert sizes[0] == 64 and len(sizes) >= 2 and sizes[-1] < 32
+    assert res.broken_after()[-1, -1].item() == pytest.approx(res.success.float().mean().item())

@@ -32,3 +32,23 @@ def test_mcnemar_concordant_only_is_no_evidence_and_bad_input_is_refused():
         stats.mcnemar_exact(x, x[:2])
     with pytest.raises(ValueError, match="alternative"):
         stats.mcnemar_exact(x, x, alternative="less")
+
+
+def test_wilson_interval_matches_rrobust_and_covers_at_its_level():
+    """The same numbers as the Monte-Carlo module's Wilson interval, and coverage close to 95%
+    on simulated binomials (a wrong z or centre misses by far more than the 0.02 allowed)."""
+    import torch
+
+    from robustvae import rrobust
+
+    for k, n in ((0, 100), (3, 30), (50, 100), (199, 200)):
+        lo, hi = stats.wilson_interval(k, n)
+        lo2, hi2 = rrobust.binomial_interval(torch.tensor(float(k)), n)
+        assert abs(lo - lo2.item()) < 1e-7 and abs(hi - hi2.item()) < 1e-7
+        assert lo - 1e-12 <= k / n <= hi + 1e-12
+    rng = np.random.default_rng(0)
+    p, n = 0.3, 60
+    hits = [lo <= p <= hi for lo, hi in (stats.wilson_interval(k, n) for k in rng.binomial(n, p, 4000))]
+    assert abs(np.mean(hits) - 0.95) < 0.02
+    with pytest.raises(ValueError):
+        stats.wilson_interval(5, 3)
