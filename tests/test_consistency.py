@@ -116,3 +116,168 @@ def test_nearest_centroid():
     assert cons.nearest_centroid(points, centroids).tolist() == [0, 1, 2]
     with pytest.raises(ValueError):
         cons.nearest_centroid(points, centroids[:, :1])
+
+
+# --- detector scores, paired AUROC bootstrap, adaptive attacks ------------------------------
+class _HalfClassifier(nn.Module):
+    """Label 1 iff the *left* half of the image is brighter than 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1), requires_grad=False)
+
+    def forward(self, x):
+        bright = x[..., :14].flatten(1).mean(1) - 0.5
+        return torch.stack([-bright, bright], dim=1) * 10
+
+
+class _RightVAE(_ToyVAE):
+    """Like :class:`_ToyVAE`, but the encoder reads only the *right* half of the image."""
+
+    def encode(self, x):
+        mu = x[..., 14:].flatten(1).mean(1, keepdim=True) - 0.5
+        return mu, self.log_var.expand_as(mu)
+
+
+def _uniform_images(n, lo=0.25, hi=0.35):
+    return _images(np.linspace(lo, hi, n).tolist())
+
+
+def test_detector_scores_on_the_toy_models():
+    x = _images([0.1, 0.9])
+    torch.manual_seed(0)
+    s = cons.detector_scores(_ToyVAE(log_var=-20.0), _ToyClassifier(), x, n_samples=6)
+    assert set(s) == {"1 - agreement", "distinct labels", "low KL", "label"}
+    assert s["label"].tolist() == [0, 1]
+    np.testing.assert_allclose(s["1 - agreement"], [0.0, 0.0])
+    np.testing.assert_allclose(s["distinct labels"], [1.0, 1.0])
+    # mu = -0.4 and 0.4: the same KL, minus
+    np.testing.assert_allclose(s["low KL"][0], s["low KL"][1], rtol=1e-6)
+    assert (s["low KL"] < 0).all()
+
+
+def test_auroc_bootstrap_is_paired_and_matches_the_point_estimate():
+    rng = np.random.default_rng(0)
+    clean = rng.normal(size=60)
+    strong, weak = clean + 3.0, clean + 0.2                # strong separates, weak barely
+    keep = {"strong": np.ones(60, bool), "weak": np.ones(60, bool), "none": np.zeros(60, bool)}
+    reps = cons.auroc_bootstrap(clean, {"strong": strong, "weak": weak, "none": weak}, keep,
+                                n_boot=300, seed=1)
+    assert reps["strong"].shape == (300,)
+    assert np.isnan(reps["none"]).all()                   # nothing to detect: NaN, not a crash
+    # the replicates' centre is near the point estimate, and the paired difference is clear
+    assert abs(np.median(reps["weak"]) - cons.detection_auroc(clean, weak)) < 0.05
+    lo, hi = np.quantile(reps["strong"] - reps["weak"], [0.025, 0.975])
+    assert lo > 0.2
+    # rank AUROC == sklearn's, ties included
+    assert cons._auroc_ranks(np.array([1.0, 1.0]), np.array([1.0, 2.0])) == pytest.approx(
+        cons.detection_auroc([1.0, 1.0], [1.0, 2.0]))
+    again = cons.auroc_bootstrap(clean, {"weak": weak}, {"weak": keep["weak"]}, n_boot=300, seed=1)
+    np.testing.assert_array_equal(again["weak"], reps["weak"])     # same draws for every attack
+    with pytest.raises(ValueError, match="same attacks"):
+        cons.auroc_bootstrap(clean, {"weak": weak}, {}, n_boot=10)
+    with pytest.raises(ValueError, match="one entry per image"):
+        cons.auroc_bootstrap(clean, {"weak": weak[:5]}, {"weak": keep["weak"][:5]}, n_boot=10)
+
+
+def test_consistency_attack_lam0_is_pgd():
+    """With lam = 0 the objective is PGD's loss: same start, same steps, same trace."""
+    x, y = _uniform_images(6), torch.zeros(6, dtype=torch.long)
+    clf, vae = _HalfClassifier(), _RightVAE(log_var=-8.0)
+    ref = rv.attacks.pgd(clf, x, y, eps=0.1, steps=5, generator=torch.Generator().manual_seed(3),
+                         return_result=True)
+    ours = cons.consistency_attack(clf, vae, x, y, eps=0.1, lam=0.0, steps=5, eot=2,
+                                   generator=torch.Generator().manual_seed(3), return_result=True)
+    torch.testing.assert_close(ours.trace, ref.trace)
+    ours_kl = cons.kl_attack(clf, vae, x, y, eps=0.1, lam=0.0, steps=5,
+                             generator=torch.Generator().manual_seed(3), return_result=True)
+    torch.testing.assert_close(ours_kl.trace, ref.trace)
+
+
+def _in_ball_and_box(x_adv, x, eps):
+    return bool((x_adv - x).abs().amax() <= eps + 1e-6) and bool(x_adv.min() >= 0) and bool(x_adv.max() <= 1)
+
+
+def test_consistency_attack_fools_the_detector_where_pgd_cannot():
+    """The classifier reads the left half, the VAE the right half. PGD only brightens the left
+    half, so the reconstructions keep the clean label and the detector sees every attack
+    (AUROC 1); the adaptive attack brightens both halves and the detector sees none."""
+    n, eps = 8, 0.3
+    x, y = _uniform_images(n), torch.zeros(n, dtype=torch.long)
+    clf, vae = _HalfClassifier(), _RightVAE(log_var=-8.0)
+    torch.manual_seed(0)
+    clean = cons.detector_scores(vae, clf, x, n_samples=10)
+    x_obl = rv.attacks.pgd(clf, x, y, eps=eps, steps=20, generator=torch.Generator().manual_seed(0))
+    res = cons.consistency_attack(clf, vae, x, y, eps=eps, lam=1.0, steps=20, eot=4,
+                                  generator=torch.Generator().manual_seed(0), return_result=True)
+    assert _in_ball_and_box(x_obl, x, eps) and _in_ball_and_box(res.x, x, eps)
+    s_obl = cons.detector_scores(vae, clf, x_obl, n_samples=10)
+    s_ada = cons.detector_scores(vae, clf, res.x, n_samples=10)
+    assert (s_obl["label"] == 1).all() and (s_ada["label"] == 1).all()     # both fool f
+    auroc_obl = cons.detection_auroc(clean["1 - agreement"], s_obl["1 - agreement"])
+    auroc_ada = cons.detection_auroc(clean["1 - agreement"], s_ada["1 - agreement"])
+    assert auroc_obl == 1.0 and auroc_ada <= 0.6
+    # its own success flag says the same: misclassified and most reconstructions agree
+    assert res.success.all()
+    labels = cons.reconstruction_labels(vae, clf, res.x, n_samples=10)
+    assert (labels.float().mean(1) > 0.5).all()
+    # ... and the flag is not just "misclassified": PGD's images fool f but not the detector
+    check = cons.consistency_attack(clf, vae, x_obl, y, eps=0.0, steps=0, eot=4, return_result=True)
+    assert not check.success.any()
+
+
+def test_kl_attack_keeps_the_kl_where_pgd_drops_it():
+    """The encoder reads the whole image and the classifier the left half. PGD brightens the
+    left half, pulling mu towards 0 and the KL down (the detector flags low KL); the KL-aware
+    attack darkens the right half to keep the mean, and so the KL, in place."""
+    n, eps = 8, 0.3
+    x, y = _uniform_images(n), torch.zeros(n, dtype=torch.long)
+    clf, vae = _HalfClassifier(), _ToyVAE(log_var=-2.0)
+    clean = cons.latent_stats(vae, x)["kl"]
+    x_obl = rv.attacks.pgd(clf, x, y, eps=eps, steps=20, generator=torch.Generator().manual_seed(0))
+    res = cons.kl_attack(clf, vae, x, y, eps=eps, lam=1.0, kl_tol=0.005, steps=40,
+                         generator=torch.Generator().manual_seed(0), return_result=True)
+    assert _in_ball_and_box(res.x, x, eps)
+    with torch.no_grad():
+        assert (clf(x_obl).argmax(1) == 1).all() and (clf(res.x).argmax(1) == 1).all()
+    kl_obl, kl_ada = cons.latent_stats(vae, x_obl)["kl"], cons.latent_stats(vae, res.x)["kl"]
+    assert cons.detection_auroc(-clean, -kl_obl) == 1.0
+    assert cons.detection_auroc(-clean, -kl_ada) <= 0.7
+    assert res.success.all() and np.abs(kl_ada - clean).max() <= 0.005 + 1e-6
+
+
+def test_adaptive_attacks_reject_bad_arguments():
+    x, y = _uniform_images(2), torch.zeros(2, dtype=torch.long)
+    clf, vae = _HalfClassifier(), _RightVAE(log_var=-8.0)
+    with pytest.raises(ValueError, match="eot"):
+        cons.consistency_attack(clf, vae, x, y, eps=0.1, eot=0)
+    with pytest.raises(ValueError, match="lam"):
+        cons.consistency_attack(clf, vae, x, y, eps=0.1, lam=-1.0)
+    with pytest.raises(ValueError, match="kl_tol"):
+        cons.kl_attack(clf, vae, x, y, eps=0.1, kl_tol=-1.0)
+    with pytest.raises(ValueError, match="restarts"):
+        cons.kl_attack(clf, vae, x, y, eps=0.1, restarts=0)
+    with pytest.raises(ValueError, match="Unknown loss"):
+        cons.consistency_attack(clf, vae, x, y, eps=0.1, loss="hinge")
+    with pytest.raises(ValueError, match="kappa"):
+        cons.kl_attack(clf, vae, x, y, eps=0.1, loss="margin", kappa=0.0)
+
+
+def test_margin_loss_is_carlini_wagner():
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, -1.0]])
+    y = torch.tensor([0, 0])
+    torch.testing.assert_close(cons._classifier_loss(logits, y, "margin", float("inf")),
+                               torch.tensor([-1.0, 5.0]))
+    torch.testing.assert_close(cons._classifier_loss(logits, y, "margin", 2.0), torch.tensor([-1.0, 2.0]))
+    assert cons._runner_up(logits, y).tolist() == [2, 1]
+
+
+@pytest.mark.parametrize("loss", ["ce", "margin"])
+def test_adaptive_attacks_with_either_loss_fool_the_toy_detector(loss):
+    n, eps = 6, 0.3
+    x, y = _uniform_images(n), torch.zeros(n, dtype=torch.long)
+    clf, vae = _HalfClassifier(), _RightVAE(log_var=-8.0)
+    torch.manual_seed(0)
+    res = cons.consistency_attack(clf, vae, x, y, eps=eps, lam=1.0, steps=20, eot=4, loss=loss,
+                                  generator=torch.Generator().manual_seed(0), return_result=True)
+    assert res.success.all() and _in_ball_and_box(res.x, x, eps)
