@@ -221,6 +221,48 @@ def _pinned_times_section() -> list[str]:
     ]
 
 
+def _profile_section() -> list[str]:
+    """Where the time goes (``profile/summary.json`` from ``benchmarks/profile_book.py``)."""
+    path = RESULTS / "profile" / "summary.json"
+    if not path.exists():
+        return []
+    res = json.loads(path.read_text())
+    cats = ["training", "attacks", "monte carlo", "data", "startup", "other"]
+    rows = []
+    for ch, c in res["chapters"].items():
+        top = next(iter(c["details"]), "")
+        rows.append([f"`{ch}`", f"{c['wall_s']:.0f}" if c.get("wall_s") else "-",
+                     *[f"{100 * c['share'].get(k, 0):.0f}%" for k in cats], top.split(": ")[-1]])
+    hot = [[f"`{k}`", f"{v / res.get('rate', 20):.0f}"] for k, v in list(res["hot_book_functions"].items())[:10]]
+    ref = res.get("reference_mean_s")
+    lines = [
+        "## Where the time goes",
+        "",
+        f"`benchmarks/profile_book.py` ran every chapter ({res['mode']} cache) under py-spy, sampling",
+        "the chapter's kernel 20 times a second; each sample is charged to the outermost book",
+        "function on its stack that names a kind of work (training a model, an attack, a",
+        "Monte-Carlo estimate, loading data, starting up). Wall time in seconds, then the share of",
+        "the kernel's samples per kind, and the function that took the most:",
+        "",
+        _table(["chapter", "wall (s)", *cats, "largest single item"], rows),
+        "",
+        "The book's functions with the most time (inclusive, seconds, all chapters):",
+        "",
+        _table(["function (module)", "seconds"], hot),
+        "",
+    ]
+    if ref:
+        verdict = "within" if res.get("within_budget") else "**over**"
+        lines += [
+            f"The whole book took {res['total_s'] / 60:.1f} minutes, {res['normalised_total']:.0f} times the",
+            f"reference workload (a fixed VAE training loop timed in the same run: {ref:.1f} s here). The",
+            f"budget, {res['budget_s_on_slow_machine'] / 60:.0f} minutes on the slower machine of our kind, is",
+            f"{res['budget_normalised']:.0f} reference workloads: this run is {verdict} it.",
+            "",
+        ]
+    return lines
+
+
 def _numerics_section() -> list[str]:
     """The pinned numerics and what they were measured to do (``cpu2_numerics.json``)."""
     res = _load_json("cpu2_numerics.json", required=False)
@@ -309,6 +351,7 @@ def render() -> str:
         f"budget) and {warm_min:.1f} minutes with a warm one.",
         "",
         *_pinned_times_section(),
+        *_profile_section(),
         "## Throughput of the hot loops",
         "",
         "`benchmarks/bench_throughput.py`, fresh models on mnist-5k batches. Each ratio against",

@@ -102,6 +102,17 @@ def _frames(stack: str) -> list[str]:
     return [f for f in stack.split(";") if f]
 
 
+def _records(path: Path):
+    """The folded stacks of ``path``, one per sample group (``stack count``); a process frame's
+    command line may hold newlines, so a record ends only at a line ending in a count."""
+    buf = []
+    for line in path.read_text().splitlines():
+        buf.append(line)
+        if re.search(r" \d+$", line):
+            yield "\\n".join(buf)
+            buf = []
+
+
 def categorise(frames: list[str]) -> tuple[str, str]:
     """``(category, detail)`` of one stack (root first): the outermost book frame that names a
     category; ``detail`` is that frame's function (the model trained, the attack run)."""
@@ -116,13 +127,12 @@ def summarise_folded(path: Path) -> dict:
     """Category shares, per-detail samples and hot spots of one chapter's folded stacks."""
     cats, details, inclusive, leaves = Counter(), Counter(), Counter(), Counter()
     total = 0
-    for line in path.read_text().splitlines():
+    for line in _records(path):
         stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
         n = int(count)
         frames = _frames(stack)
-        if frames and frames[0].startswith("process ") and "ipykernel" not in frames[0]:
+        procs = [f for f in frames if f.startswith("process ")]
+        if not any("ipykernel" in p for p in procs):
             continue                                    # the runner, not the chapter's kernel
         frames = [f for f in frames if not f.startswith("process ")]
         total += n
@@ -145,7 +155,7 @@ def summarise_folded(path: Path) -> dict:
             "inclusive": dict(inclusive.most_common(15)), "leaves": dict(leaves.most_common(10))}
 
 
-def summarise(folder: Path, walls: dict[str, float], reference_s: list[float], mode: str) -> dict:
+def summarise(folder: Path, walls: dict[str, float], reference_s: list[float], mode: str, rate: int = 20) -> dict:
     chapters = {}
     book_inclusive, book_leaves = Counter(), Counter()
     for f in sorted(folder.glob("*.folded")):
@@ -158,7 +168,7 @@ def summarise(folder: Path, walls: dict[str, float], reference_s: list[float], m
     ref = sum(reference_s) / len(reference_s) if reference_s else None
     budget = BUDGET_COLD_S if mode == "cold" else BUDGET_WARM_S
     out = {
-        "mode": mode, "chapters": chapters, "total_s": round(total, 1),
+        "mode": mode, "rate": rate, "chapters": chapters, "total_s": round(total, 1),
         "reference_s": reference_s, "reference_mean_s": ref,
         "normalised_total": round(total / ref, 1) if ref else None,
         "budget_s_on_slow_machine": budget,
@@ -183,7 +193,7 @@ def main() -> int:
     if args.summarise:
         meta = json.loads((args.summarise / "summary.json").read_text())
         walls = {k: v["wall_s"] for k, v in meta["chapters"].items()}
-        res = summarise(args.summarise, walls, meta["reference_s"], meta["mode"])
+        res = summarise(args.summarise, walls, meta["reference_s"], meta["mode"], meta.get("rate", 20))
         (args.summarise / "summary.json").write_text(json.dumps(res, indent=2))
         return 0
 
@@ -210,7 +220,7 @@ def main() -> int:
             ok &= proc.returncode == 0
             print(f"{ch:22s} {walls[ch]:7.1f} s  {'ok' if proc.returncode == 0 else 'FAILED'}", flush=True)
         reference.append(reference_workload())
-    res = summarise(args.out, walls, reference, mode)
+    res = summarise(args.out, walls, reference, mode, args.rate)
     (args.out / "summary.json").write_text(json.dumps(res, indent=2))
     print(json.dumps({k: res[k] for k in ("total_s", "reference_mean_s", "normalised_total",
                                           "budget_normalised", "within_budget") if k in res}, indent=2))
