@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from . import attacks
+from . import rrobust as rr
 
 __all__ = [
     "VARIANTS",
@@ -57,6 +58,7 @@ __all__ = [
     "jacobian_norms",
     "lipschitz_lower_bound",
     "attack_margins",
+    "portfolio_attack_margins",
 ]
 
 #: ``(alpha, beta)`` of the margin inequality: the paper's and the one derived without its last
@@ -297,9 +299,13 @@ def lipschitz_lower_bound(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.T
 
 
 def attack_margins(vae, x: torch.Tensor, r: float, eps_grid, prob: float = 0.5, n_samples: int = 100,
-                   steps: int = 50, restarts: int = 1, generator: torch.Generator | None = None) -> dict:
+                   steps: int = 50, restarts: int = 1, generator: torch.Generator | None = None,
+                   attack: "rr.Attack | None" = None) -> dict:
     """Empirical margins: attack ``x`` at each radius of ``eps_grid`` (ascending, L2) with the
-    maximum-damage attack (:func:`robustvae.attacks.max_damage`) and record
+    maximum-damage attack (:func:`robustvae.attacks.max_damage`, ``steps`` steps and
+    ``restarts`` restarts), or with ``attack`` (an :data:`robustvae.rrobust.Attack` such as
+    :func:`robustvae.rrobust.lbfgs_damage_attack`; ``steps`` and ``restarts`` are then unused),
+    and record
 
     * ``damage`` ``(E, B)``: ``||g(mu(x_adv)) - g(mu(x))||`` (the deterministic reconstruction);
     * ``fail_prob`` ``(E, B)``: Monte-Carlo ``P(||g(z') - g(z)|| > r)`` at ``x_adv`` (:func:`change_probability`);
@@ -318,7 +324,10 @@ def attack_margins(vae, x: torch.Tensor, r: float, eps_grid, prob: float = 0.5, 
     x = x.to(device)
     damage, fail, advs = [], [], []
     for eps in eps_grid:
-        x_adv = attacks.max_damage(vae, x, eps, norm="l2", steps=steps, restarts=restarts, generator=generator)
+        if attack is None:
+            x_adv = attacks.max_damage(vae, x, eps, norm="l2", steps=steps, restarts=restarts, generator=generator)
+        else:
+            x_adv = attack(vae, x, eps, torch.arange(len(x))).detach()
         with torch.no_grad():
             damage.append(attacks.reconstruction_distance(vae, x, x_adv).cpu())
         fail.append(change_probability(vae, x, x_adv, r, n_samples, generator).cpu())
@@ -332,3 +341,23 @@ def attack_margins(vae, x: torch.Tensor, r: float, eps_grid, prob: float = 0.5, 
 
     return {"eps": eps_grid, "damage": damage_t, "fail_prob": fail_t,
             "margin": first(fail_t >= 1 - prob), "margin_det": first(damage_t > r), "x_adv": torch.stack(advs)}
+
+
+def portfolio_attack_margins(vae, x: torch.Tensor, r: float, eps_grid, attacks_: "dict[str, rr.Attack | None]",
+                             prob: float = 0.5, n_samples: int = 100, steps: int = 50,
+                             generator: torch.Generator | None = None, budgets: dict[str, str] | None = None,
+                             grids: dict[str, list] | None = None) -> tuple["rr.PortfolioMargin", dict]:
+    """:func:`attack_margins` for each attack of a portfolio (name -> attack; ``None`` is the
+    projected maximum-damage attack with ``steps`` steps), and per input the smallest margin
+    found (:class:`robustvae.rrobust.PortfolioMargin`: the margin, the attack that found it,
+    and :meth:`~robustvae.rrobust.PortfolioMargin.summary`). ``grids[name]`` replaces
+    ``eps_grid`` for one attack (a coarser grid for an expensive attack). Returns
+    ``(portfolio, searches)`` with ``searches[name]`` the dict of :func:`attack_margins`.
+    """
+    if not attacks_:
+        raise ValueError("attacks_ must name at least one attack, e.g. {'max-damage': None}.")
+    searches = {name: attack_margins(vae, x, r, (grids or {}).get(name, eps_grid), prob, n_samples, steps,
+                                     generator=generator, attack=a)
+                for name, a in attacks_.items()}
+    port = rr.PortfolioMargin.from_margins({n: s["margin"] for n, s in searches.items()}, budgets)
+    return port, searches

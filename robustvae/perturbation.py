@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import cache, data
+from . import attacks, cache, data
 from .models import Classifier
 from .training import accuracy, device_of, fit, make_config
 from .utils import check_choice, check_fields, check_positive, resolve_device
@@ -492,8 +492,9 @@ def latent_pgd(cvae: PerturbationCVAE, model: Callable[[torch.Tensor], torch.Ten
 
     Maximises ``CE(model(g(mu(x) + sigma(x) u, x)), y)`` over ``||u||_2 <= eps``: a random start
     (direction uniform, radius uniform in ``[0, eps]``), then ``steps`` steps
-    ``u <- Proj_eps(u + alpha * grad / ||grad||_2)``. Per image, the iterate (over all restarts)
-    with the highest loss is returned.
+    ``u <- Proj_eps(u + alpha * grad / ||grad||_2)``, through the shared engine
+    :func:`robustvae.attacks.ascend`. Per image, the iterate (over all steps and restarts) with
+    the highest loss is returned.
 
     Parameters
     ----------
@@ -510,21 +511,13 @@ def latent_pgd(cvae: PerturbationCVAE, model: Callable[[torch.Tensor], torch.Ten
     dev = x.device
     with torch.no_grad():
         prior = cvae.prior_params(x)
-    best_loss = torch.full((len(x),), -float("inf"), device=dev)
-    best_u = torch.zeros(len(x), cvae.latent_dim, device=dev)
-    for _ in range(restarts):
-        u = _ball(len(x), cvae.latent_dim, eps, "radial", generator).to(dev)
-        for it in range(steps + 1):
-            u = u.detach().requires_grad_(it < steps)
-            with torch.set_grad_enabled(it < steps):
-                loss = F.cross_entropy(model(cvae.generate(u, x, prior)), y, reduction="none")
-            better = loss.detach() > best_loss
-            best_loss = torch.where(better, loss.detach(), best_loss)
-            best_u = torch.where(better[:, None], u.detach(), best_u)
-            if it == steps:
-                break
-            (g,) = torch.autograd.grad(loss.sum(), u)
-            u = _project(u.detach() + alpha * g / g.norm(dim=1, keepdim=True).clamp_min(1e-12), eps)
+
+    def loss(u: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(cvae.generate(u, x, prior)), y, reduction="none")
+
+    best_u = attacks.ascend(loss, lambda k: _ball(len(x), cvae.latent_dim, eps, "radial", generator).to(dev),
+                            lambda u: _project(u, eps), steps=steps, alpha=alpha, step_rule="l2",
+                            restarts=restarts).x
     with torch.no_grad():
         x_adv = cvae.generate(best_u, x, prior)
     return x_adv.detach(), best_u
@@ -536,7 +529,8 @@ def approximation_error(cvae: PerturbationCVAE, x: torch.Tensor, x_tilde: torch.
 
     The search starts at the posterior's offset ``(mu_q - mu(x)) / sigma(x)`` projected on the
     ball (as the authors' ``eval.py`` does) and takes ``steps`` normalised-gradient steps on the
-    squared error, projecting back each time; the best iterate counts. This is the paper's
+    squared error, projecting back each time (:func:`robustvae.attacks.ascend` on its
+    negative); the best iterate counts. This is the paper's
     "necessary subset" property: observed perturbations should lie close to S(x).
     """
     eps = _check_eps(eps)
@@ -549,16 +543,12 @@ def approximation_error(cvae: PerturbationCVAE, x: torch.Tensor, x_tilde: torch.
             prior = cvae.prior_params(xb)
             mu_q, _ = cvae.posterior(torch.cat([xb, xt], dim=1))
             u = _project((mu_q - prior[0]) / prior[1], eps)
-        best = torch.full((len(xb),), float("inf"), device=dev)
-        for it in range(steps + 1):
-            u = u.detach().requires_grad_(it < steps and eps > 0)
-            with torch.set_grad_enabled(it < steps and eps > 0):
-                err = (cvae.generate(u, xb, prior) - xt).flatten(1).pow(2).sum(1)
-            best = torch.minimum(best, err.detach())
-            if it == steps or eps == 0:
-                break
-            (g,) = torch.autograd.grad(err.sum(), u)
-            u = _project(u.detach() - alpha * g / g.norm(dim=1, keepdim=True).clamp_min(1e-12), eps)
+
+        def err(u: torch.Tensor, xb=xb, xt=xt, prior=prior) -> torch.Tensor:
+            return -(cvae.generate(u, xb, prior) - xt).flatten(1).pow(2).sum(1)
+
+        best = -attacks.ascend(err, lambda k, u=u: u, lambda v: _project(v, eps), steps=steps if eps > 0 else 0,
+                               alpha=alpha, step_rule="l2").value
         out.append(best.sqrt().cpu())
     return torch.cat(out)
 

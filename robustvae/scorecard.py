@@ -24,8 +24,9 @@ Columns (``COLUMNS`` lists them with the direction that counts as better):
 ``spearman``                Spearman correlation of reconstruction MSE with classifier
                             confidence (:func:`~robustvae.calibration.score_inputs`,
                             :func:`~robustvae.calibration.spearman`; chapter 5)
-``margin``                  median empirical r-robustness margin, the smallest of three attacks
-                            per input (:func:`~robustvae.rrobust.empirical_margin`; chapter 6,
+``margin``                  median empirical r-robustness margin, the smallest over a portfolio
+                            of attacks per input, projected gradient and L-BFGS-B
+                            (:func:`~robustvae.rrobust.portfolio_margin`; chapter 6,
                             Camuto et al. 2021)
 ``certified``               median certified margin of a Lipschitz VAE
                             (:func:`~robustvae.certify.certified_margins`; chapter 7, Barrett
@@ -63,6 +64,8 @@ __all__ = [
     "spearman_column",
     "MARGIN_ATTACKS",
     "margin_column",
+    "margin_budgets",
+    "margin_summary",
     "certified_column",
     "table",
     "best_per_column",
@@ -221,20 +224,38 @@ def spearman_column(vae: nn.Module, classifier: nn.Module, x: torch.Tensor, y: t
     return Estimate(value, lo, hi, {"mse": mse, "confidence": conf})
 
 
-#: The attack directions of chapter 6's empirical margin, by name.
-MARGIN_ATTACKS = ("max-damage", "latent (targeted)", "encoder KL")
+#: The attack directions of the empirical margin's portfolio, by name: chapter 6's three
+#: projected-gradient directions and the L-BFGS-B maximum-damage attack of Camuto et al. (2021).
+MARGIN_ATTACKS = ("max-damage", "latent (targeted)", "encoder KL", "L-BFGS-B")
+
+
+def margin_budgets(directions: Sequence[str] = MARGIN_ATTACKS, steps: int = 20, lbfgs_starts: int = 5,
+                   lbfgs_iter: int = 10) -> dict[str, str]:
+    """Each margin attack's budget in words, for table captions and columns."""
+    words = {"max-damage": f"PGD, {steps} steps, 1 restart",
+             "latent (targeted)": f"PGD, {steps} steps, 1 start",
+             "encoder KL": f"PGD, {steps} steps, 1 start",
+             "L-BFGS-B": f"L-BFGS-B, {lbfgs_iter} iterations, {lbfgs_starts} starts"}
+    return {d: words[d] for d in directions}
 
 
 def margin_column(vae: nn.Module, x: torch.Tensor, r: float, radii: Sequence[float],
                   directions: Sequence[str] = MARGIN_ATTACKS, x_target: torch.Tensor | None = None,
                   steps: int = 20, n_mc: int = 100, refine_steps: int = 4, n_boot: int = 200,
-                  seed: int = 0) -> Estimate:
+                  seed: int = 0, lbfgs_starts: int = 5, lbfgs_iter: int = 10,
+                  lbfgs_radii: Sequence[float] | None = None) -> Estimate:
     """Chapter 6's empirical r-robustness margin of each input: the smallest breaking
-    perturbation found along the attack ``directions`` (of :data:`MARGIN_ATTACKS`; the targeted
-    latent attack needs ``x_target``) by :func:`~robustvae.rrobust.empirical_margin` (Camuto et
-    al., AISTATS 2021); the median over inputs with a bootstrap interval. A margin is ``inf``
-    where no attack broke the input up to ``radii[-1]``. Inputs already broken at a smaller
-    radius are not attacked again (``stop_when_broken``)."""
+    perturbation found by a portfolio of attack ``directions`` (of :data:`MARGIN_ATTACKS`; the
+    targeted latent attack needs ``x_target``) through :func:`~robustvae.rrobust.portfolio_margin`
+    (Camuto et al., AISTATS 2021); the median over inputs with a bootstrap interval. A margin is
+    ``inf`` where no attack broke the input up to ``radii[-1]``. Inputs already broken at a
+    smaller radius are not attacked again (``stop_when_broken``). The projected-gradient
+    attacks take ``steps`` steps; the L-BFGS-B attack ``lbfgs_starts`` random starts of at most
+    ``lbfgs_iter`` iterations each, on the grid ``lbfgs_radii`` (default ``radii``).
+
+    ``per_input`` holds ``"values"`` (the portfolio's margins), each attack's margins by name,
+    and ``"best_attack"`` (which attack found each margin); :func:`margin_summary` turns it
+    into the "what each attack adds" table."""
     directions = tuple(directions)
     if not directions or any(d not in MARGIN_ATTACKS for d in directions):
         raise ValueError(f"directions must be a non-empty subset of {MARGIN_ATTACKS}, got {directions!r}.")
@@ -247,16 +268,29 @@ def margin_column(vae: nn.Module, x: torch.Tensor, r: float, radii: Sequence[flo
         "max-damage": lambda: rr.max_damage_attack(steps, generator=gen),
         "latent (targeted)": lambda: rr.latent_target_attack(x_target, steps, generator=gen),
         "encoder KL": lambda: rr.encoder_kl_attack(steps, generator=gen),
+        "L-BFGS-B": lambda: rr.lbfgs_damage_attack(lbfgs_starts, lbfgs_iter, generator=gen),
     }
-    margins = {}
-    for name in directions:
-        s = rr.empirical_margin(vae, x, r, radii, make[name](), n_samples=n_mc, refine_steps=refine_steps,
-                                reference=ref, generator=gen, stop_when_broken=True)
-        margins[name] = s.margin.numpy().astype(np.float64)
-    per_input = np.min(np.stack(list(margins.values())), axis=0)
-    est = bootstrap(per_input, np.median, n_boot, seed)
-    est.per_input.update(margins)
+    options = {"L-BFGS-B": {"radii": lbfgs_radii}} if lbfgs_radii is not None and "L-BFGS-B" in directions else None
+    port = rr.portfolio_margin(vae, x, r, radii, {d: make[d]() for d in directions},
+                               budgets=margin_budgets(directions, steps, lbfgs_starts, lbfgs_iter),
+                               n_samples=n_mc, reference=ref, generator=gen, options=options,
+                               refine_steps=refine_steps, stop_when_broken=True)
+    est = bootstrap(port.margin.numpy().astype(np.float64), np.median, n_boot, seed)
+    est.per_input.update({d: m.numpy().astype(np.float64) for d, m in port.margins.items()})
+    est.per_input["best_attack"] = np.array(port.best_attack)
+    est.note = "; ".join(f"{d}: {b}" for d, b in port.budgets.items())
     return est
+
+
+def margin_summary(est: Estimate, directions: Sequence[str] | None = None) -> pd.DataFrame:
+    """"What each attack adds" for a :func:`margin_column` estimate: one row per attack (its
+    budget, inputs broken, median margin, inputs where it found the portfolio's margin, inputs
+    where it beat every other attack and the median drop there; see
+    :meth:`~robustvae.rrobust.PortfolioMargin.summary`)."""
+    directions = [d for d in (directions or MARGIN_ATTACKS) if d in est.per_input]
+    budgets = dict(part.split(": ", 1) for part in est.note.split("; ") if ": " in part)
+    port = rr.PortfolioMargin.from_margins({d: torch.as_tensor(est.per_input[d]) for d in directions}, budgets)
+    return port.summary()
 
 
 def certified_column(vae: nn.Module, x: torch.Tensor, r: float, prob: float = 0.5, n_boot: int = 200,

@@ -6,6 +6,7 @@ import torch
 from scipy.stats import norm
 
 from robustvae import certify
+from robustvae import rrobust as rr
 from robustvae.lipschitz import LipschitzVAE
 
 
@@ -160,6 +161,30 @@ def test_attacks_inside_the_certified_radius_do_not_break_it():
     assert (res["damage"][0] <= k["a"] * k["b"] * R.min() * (1 + 1e-5)).all()
     # the empirical margins are never below the certified ones
     assert (res["margin"] >= R.min()).all()
+
+
+def test_portfolio_attack_margins_never_break_the_certificate_and_take_the_minimum():
+    """The L-BFGS-B attack joins the projected one: no found margin is below the certificate,
+    and the portfolio's margin is the smaller of the two per input."""
+    torch.manual_seed(0)
+    vae = LipschitzVAE(latent_dim=4, hidden=16, decoder_lipschitz=3.0, mean_lipschitz=2.0,
+                       std_lipschitz=0.2, std_max=0.2).eval()
+    vae.tighten()
+    x = torch.rand(6, 1, 28, 28) * 0.5 + 0.25
+    r = 2.0
+    R = certify.certified_margins(vae, x, r)
+    g = torch.Generator().manual_seed(0)
+    grid = [float(R.min()), 2 * float(R.max()), 8 * float(R.max())]
+    port, searches = certify.portfolio_attack_margins(
+        vae, x, r, grid, {"max-damage": None, "L-BFGS-B": rr.lbfgs_damage_attack(2, 5, generator=g)},
+        n_samples=50, steps=10, generator=g, budgets={"L-BFGS-B": "2 starts"}, grids={"L-BFGS-B": grid[:2]})
+    assert searches["L-BFGS-B"]["x_adv"].shape == (2, 6, 1, 28, 28)
+    norms = (searches["L-BFGS-B"]["x_adv"] - x).flatten(2).norm(dim=2)
+    assert (norms <= torch.tensor(grid[:2]).view(2, 1) + 1e-5).all()
+    assert torch.equal(port.margin.double(), torch.minimum(searches["max-damage"]["margin"],
+                                                           searches["L-BFGS-B"]["margin"]).float().double())
+    assert (port.margin >= R.min()).all()
+    assert port.summary().loc["L-BFGS-B", "budget"] == "2 starts"
 
 
 # --- independent truth: a hand-computed certificate and a property over constants ----------

@@ -207,3 +207,119 @@ def test_bad_arguments_raise_clear_errors(linear):
         rr.theoretical_margins(model, x, torch.full((3,), 0.9))
     with pytest.raises(ValueError, match="shape"):
         rr.reconstruction_distances(model, x, x[:2], 5)
+
+
+# --- the L-BFGS-B maximum-damage attack and the margin portfolio --------------------------
+@pytest.fixture(scope="module")
+def tiny_vae():
+    torch.manual_seed(0)
+    vae = rv.VAE(latent_dim=4, width=8, hidden=32).eval()
+    x = rv.load_dataset("mnist-5k", "test")[0][:5]
+    return vae, x
+
+
+def _damage(vae, x, x_adv):
+    with torch.no_grad():
+        return (vae.reconstruct(x_adv, sample=False) - vae.reconstruct(x, sample=False)).flatten(1).norm(dim=1)
+
+
+def test_lbfgs_damage_attack_respects_ball_and_box(linear, tiny_vae):
+    model, x, u = linear
+    for eps in (0.05, 0.3, 3.0):
+        x_adv = rr.lbfgs_damage_attack(starts=2, max_iter=15, generator=gen())(model, x, eps, None)
+        assert ((x_adv - x).flatten(1).norm(dim=1) <= eps + 1e-5).all()
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+    # inside the box the worst direction is the top singular vector u, at the full budget
+    x_adv = rr.lbfgs_damage_attack(starts=2, max_iter=20, generator=gen())(model, x, 0.3, None)
+    d = (x_adv - x).flatten(1)
+    assert ((d @ u.flatten()).abs() / d.norm(dim=1) > 0.99).all()
+    assert torch.allclose(d.norm(dim=1), torch.full((4,), 0.3), atol=1e-4)
+    # MNIST digits sit on the box (most pixels are 0): the box binds, the ball too
+    vae, xm = tiny_vae
+    for eps in (0.5, 2.0):
+        xa = rr.lbfgs_damage_attack(starts=2, max_iter=10, generator=gen())(vae, xm, eps, None)
+        assert ((xa - xm).flatten(1).norm(dim=1) <= eps + 1e-5).all()
+        assert xa.min() >= 0 and xa.max() <= 1
+        assert (_damage(vae, xm, xa) > 0).all()
+    assert torch.equal(rr.lbfgs_damage_attack()(vae, xm, 0.0, None), xm)
+
+
+def test_lbfgs_more_starts_never_lower_the_damage(tiny_vae):
+    vae, x = tiny_vae
+    one = rr.lbfgs_damage_attack(starts=1, max_iter=10, generator=gen(4))(vae, x, 1.5, None)
+    four = rr.lbfgs_damage_attack(starts=4, max_iter=10, generator=gen(4))(vae, x, 1.5, None)
+    assert (_damage(vae, x, four) >= _damage(vae, x, one) - 1e-6).all()
+
+
+class _Sharp(torch.nn.Module):
+    """A VAE with its encoder noise switched off (sigma = e^-15): r-robustness becomes the
+    deterministic test ``||g(mu(x + delta)) - g(mu(x))|| <= r``, with no Monte-Carlo error."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def encode(self, x):
+        mu, _ = self.vae.encode(x)
+        return mu, torch.full_like(mu, -30.0)
+
+    def decode(self, z):
+        return self.vae.decode(z)
+
+    def mean_image(self, logits):
+        return self.vae.mean_image(logits)
+
+    def reconstruct(self, x, sample=False):
+        return self.mean_image(self.decode(self.encode(x)[0]))
+
+
+def test_more_starts_never_make_the_margin_larger(tiny_vae):
+    """Without Monte-Carlo error, more starts (the same first start) never break an input at a
+    later radius of the grid: the margin with 4 starts is at most the grid radius that
+    bracketed the margin with 1 start."""
+    vae, x = tiny_vae
+    sharp = _Sharp(vae)
+    x_one = rr.lbfgs_damage_attack(starts=1, max_iter=2, generator=gen(5))(sharp, x, 1.0, None)
+    r = float(_damage(sharp, x, x_one).median())
+    radii = np.geomspace(0.2, 4.0, 9)
+    m = {k: rr.empirical_margin(sharp, x, r, radii, rr.lbfgs_damage_attack(starts=k, max_iter=2, generator=gen(5)),
+                                n_samples=5, refine_steps=0, generator=gen(1)).margin for k in (1, 4)}
+    assert torch.isfinite(m[1]).any()
+    bracket = torch.tensor([radii[radii >= v - 1e-5].min() if np.isfinite(v) else np.inf
+                            for v in m[1].tolist()], dtype=torch.float32)
+    assert (m[4] <= bracket + 1e-5).all(), (m, bracket)
+
+
+def test_portfolio_margin_is_the_smallest_and_exact_on_the_linear_model(linear):
+    model, x, _ = linear
+    exact = model.margin(R)
+    attacks_ = {"random": rr.random_attack(gen(2)),
+                "max-damage": rr.max_damage_attack(steps=20, generator=gen()),
+                "L-BFGS-B": rr.lbfgs_damage_attack(starts=2, max_iter=10, generator=gen(3))}
+    port = rr.portfolio_margin(model, x, R, np.geomspace(0.05, 2.0, 14), attacks_,
+                               budgets={"max-damage": "20 steps, 1 restart"}, n_samples=2000, refine_steps=6,
+                               generator=gen(1), options={"random": {"refine_steps": 2}})
+    stack = torch.stack([port.margins[a] for a in attacks_])
+    assert (port.margin <= stack + 1e-6).all() and torch.equal(port.margin, stack.min(0).values)
+    assert ((port.margin - exact).abs() < 0.05 * exact).all(), (port.margin, exact)
+    for i, name in enumerate(port.best_attack):
+        assert port.margins[name][i] == port.margin[i] and name != "random"
+    assert torch.allclose(port.perturbation.flatten(1).norm(dim=1), port.margin, rtol=1e-4)
+    table = port.summary()
+    assert list(table.index) == list(attacks_) and table.loc["max-damage", "budget"] == "20 steps, 1 restart"
+    assert table.loc["random", "budget"] == "-" and table["best"].sum() == len(x)
+    assert table.loc["random", "lowered"] == 0 and np.isnan(table.loc["random", "median drop"])
+    assert (table["lowered"] <= table["best"]).all()
+    # the summary on hand-made margins: what "lowered" and "median drop" count
+    hand = rr.PortfolioMargin.from_margins({"a": torch.tensor([1.0, 2.0, math.inf, 4.0]),
+                                            "b": torch.tensor([1.5, 1.0, 3.0, math.inf])})
+    assert hand.best_attack == ["a", "b", "b", "a"] and hand.margin.tolist() == [1.0, 1.0, 3.0, 4.0]
+    t = hand.summary()
+    assert t.loc["a", "lowered"] == 2 and t.loc["a", "newly broken"] == 1 and t.loc["a", "median drop"] == 0.5
+    assert t.loc["b", "lowered"] == 2 and t.loc["b", "newly broken"] == 1 and t.loc["b", "median drop"] == 1.0
+    with pytest.raises(ValueError, match="at least one"):
+        rr.portfolio_margin(model, x, R, [0.1], {})
+    with pytest.raises(ValueError, match="not in the portfolio"):
+        rr.portfolio_margin(model, x, R, [0.1], attacks_, options={"pgd": {}})
+    with pytest.raises(ValueError, match="starts"):
+        rr.lbfgs_damage_attack(starts=0)

@@ -215,3 +215,27 @@ def test_bad_margin_arguments_raise(models, images):
         sc.margin_column(vae, x, 4.0, [1.0], ("random",))
     with pytest.raises(ValueError, match="x_target"):
         sc.margin_column(vae, x, 4.0, [1.0], ("latent (targeted)",))
+
+
+def test_margin_column_portfolio_with_lbfgs_and_its_summary():
+    g = gen(1)
+    u = torch.randn(16, generator=g)
+    u = u / u.norm()
+    v = torch.randn(16, generator=g)
+    v = v - (v @ u) * u
+    lin = rr.LinearGaussianVAE(torch.stack([3 * u, v / v.norm()]), s=0.5, c=1.0, shape=(1, 4, 4))
+    x = torch.full((4, 1, 4, 4), 0.5)
+    r = 1.517
+    radii = np.geomspace(0.05, 1.0, 12)
+    e = sc.margin_column(lin, x, r, radii, ("max-damage", "L-BFGS-B"), steps=10, n_mc=1000, refine_steps=6,
+                         n_boot=20, seed=0, lbfgs_starts=2, lbfgs_iter=5, lbfgs_radii=radii[::2])
+    exact = lin.margin(r)
+    both = np.stack([e.per_input["max-damage"], e.per_input["L-BFGS-B"]])
+    assert np.array_equal(e.per_input["values"], both.min(0))
+    assert np.all(np.abs(e.per_input["values"] - exact) < 0.08 * exact), (e.per_input, exact)
+    for i, a in enumerate(e.per_input["best_attack"]):
+        assert e.per_input[a][i] == e.per_input["values"][i]
+    t = sc.margin_summary(e)
+    assert list(t.index) == ["max-damage", "L-BFGS-B"] and t["best"].sum() == len(x)
+    assert t.loc["L-BFGS-B", "budget"] == "L-BFGS-B, 5 iterations, 2 starts"
+    assert t.loc["max-damage", "budget"] == "PGD, 10 steps, 1 restart"
