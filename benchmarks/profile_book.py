@@ -184,7 +184,8 @@ def summarise(folder: Path, walls: dict[str, float], reference_s: list[float], m
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("chapters", nargs="*", default=["all"], help="chapter numbers or stems (default: all)")
-    ap.add_argument("--cache", type=Path, help="model cache (default: a new empty one: a cold run)")
+    ap.add_argument("--cache", type=Path, help="model cache (default: a new empty one, deleted after: a cold "
+                    "run); an empty or new folder is a cold run that keeps its models")
     ap.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT.relative_to(ROOT)})")
     ap.add_argument("--rate", type=int, default=20, help="samples per second (default 20)")
     ap.add_argument("--summarise", type=Path, help="only re-read the folded stacks in this folder")
@@ -201,7 +202,8 @@ def main() -> int:
 
     exe = pyspy_binary()
     chapters = [p.stem for p in runs.find_chapters(args.chapters, BOOK)]
-    mode = "warm" if args.cache else "cold"
+    # cold: the run starts from an empty model cache (a new one, or an empty folder given)
+    mode = "warm" if args.cache and args.cache.exists() and any(args.cache.iterdir()) else "cold"
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp) / "cache"
