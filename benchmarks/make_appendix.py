@@ -227,7 +227,7 @@ def _profile_section() -> list[str]:
     if not path.exists():
         return []
     res = json.loads(path.read_text())
-    cats = ["training", "attacks", "monte carlo", "data", "startup", "other"]
+    cats = ["training", "attacks", "monte carlo", "scores", "data", "startup", "other"]
     rows = []
     for ch, c in res["chapters"].items():
         top = next(iter(c["details"]), "")
@@ -238,14 +238,16 @@ def _profile_section() -> list[str]:
     lines = [
         "## Where the time goes",
         "",
-        f"`benchmarks/profile_book.py` ran every chapter ({res['mode']} cache) under py-spy, sampling",
+        f"`benchmarks/profile_book.py` ran every chapter ({res['mode']} cache, commit `{res.get('commit', '?')}`) "
+        "under py-spy, sampling",
         "the chapter's kernel 20 times a second; each sample is charged to the outermost book",
         "function on its stack that names a kind of work (training a model, an attack, a",
-        "Monte-Carlo estimate, loading data, starting up). Wall time in seconds, then the share of",
+        "Monte-Carlo estimate, a score or metric, loading data, starting up). Wall time in seconds, then the share of",
         "the kernel's samples per kind, and the function that took the most:",
         "",
         _table(["chapter", "wall (s)", *cats, "largest single item"], rows),
         "",
+        *([res["note"], ""] if res.get("note") else []),
         "The book's functions with the most time (inclusive, seconds, all chapters):",
         "",
         _table(["function (module)", "seconds"], hot),

@@ -86,7 +86,8 @@ class Ascent:
     success). ``trace`` ``(restarts, steps + 1, B)``: the objective at every iterate (NaN after
     an early stop); ``success_trace``: the same for success (``None`` without one). The
     cumulative "broken so far" curve of a convergence plot is
-    ``success_trace.flatten(0, 1).cummax(0)``.
+    ``success_trace.flatten(0, 1).cummax(0)``. ``x_after_restart`` (from :func:`pgd`): the kept
+    iterates after each restart that ran, so the defence can be evaluated after each one.
     """
 
     x: torch.Tensor
@@ -94,6 +95,7 @@ class Ascent:
     success: torch.Tensor | None
     trace: torch.Tensor
     success_trace: torch.Tensor | None
+    x_after_restart: list[torch.Tensor] | None = None
 
     def broken_after(self) -> torch.Tensor:
         """``(restarts, steps + 1)``: the fraction of examples broken by each point of the attack
@@ -307,6 +309,7 @@ def pgd(
     trace = torch.full((restarts, steps + 1, b), float("nan"))
     succ = torch.zeros((restarts, steps + 1, b), dtype=torch.bool)
     rem = torch.arange(b, device=x.device)
+    after: list[torch.Tensor] = []
     for k in range(restarts):
         xs, ys = x[rem], y[rem]
 
@@ -333,11 +336,12 @@ def pgd(
         trace[k][:, rem.cpu()] = r.trace[0]
         succ[k] = broken_before                      # images fooled by an earlier restart stay fooled
         succ[k][:, rem.cpu()] = r.success_trace[0]
+        after.append(best.detach().clone())
         rem = torch.nonzero(~best_ok).flatten()
         if len(rem) == 0 or not (random_start and eps > 0):
             succ[k + 1:] = succ[k][-1]
             break
-    res = Ascent(best.detach(), best_val, best_ok, trace, succ)
+    res = Ascent(best.detach(), best_val, best_ok, trace, succ, after)
     return res if return_result else res.x
 
 

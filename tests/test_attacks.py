@@ -408,3 +408,8 @@ def test_pgd_restarts_attack_only_the_survivors():
     sizes = sorted(set(seen), reverse=True)
     assert sizes[0] == 64 and len(sizes) >= 2 and sizes[-1] < 32
     assert res.broken_after()[-1, -1].item() == pytest.approx(res.success.float().mean().item())
+    # the kept images after each restart: an image fooled after restart k stays as it was after
+    assert 1 <= len(res.x_after_restart) <= 3 and torch.equal(res.x_after_restart[-1], res.x)
+    first = res.x_after_restart[0]
+    fooled_first = model(first).argmax(1) != y
+    assert torch.equal(res.x[fooled_first], first[fooled_first])

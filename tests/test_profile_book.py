@@ -22,7 +22,8 @@ KERNEL = 'process 11:"python -m ipykernel_launcher -f /tmp/k.json"'
 
 
 def _folded(tmp_path, lines):
-    p = tmp_path / "04_purification.folded"
+    (tmp_path / "stacks").mkdir(exist_ok=True)
+    p = tmp_path / "stacks" / "04_purification.folded"
     p.write_text("\n".join(lines) + "\n")
     return p
 
@@ -47,7 +48,10 @@ def test_categories_and_runner_excluded(pb, tmp_path):
                           "other": pytest.approx(9 / 99, abs=1e-3)}
     assert s["details"]["training: get_defense_vae"] == pytest.approx(30 / 99, abs=1e-3)
     assert s["inclusive"]["pgd (attacks.py)"] == 90        # inclusive: counted once per stack
-    assert pb.categorise(["<module> (x.py:1)"]) == ("startup", "<module>")
+    # the kernel's own <module> frame is outermost on every stack: it decides nothing
+    assert pb.categorise(["<module> (ipykernel_launcher.py:1)", "fit (/w/robustvae/training.py:9)"])[0] == "training"
+    assert pb.categorise(["<module> (k.py:1)", "_find_and_load (<frozen importlib._bootstrap>:1)"]) == (
+        "startup", "_find_and_load")
     assert pb.categorise(["plot (matplotlib/x.py:1)"]) == ("other", "")
 
 
