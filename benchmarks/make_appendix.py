@@ -228,11 +228,13 @@ def _profile_section() -> list[str]:
         return []
     res = json.loads(path.read_text())
     cats = ["training", "attacks", "monte carlo", "scores", "data", "startup", "other"]
-    rows = []
+    heads = ["train", "attack", "MC", "scores", "data", "start", "other"]
+    rows, tops = [], []
     for ch, c in res["chapters"].items():
         top = next(iter(c["details"]), "")
-        rows.append([f"`{ch}`", f"{c['wall_s']:.0f}" if c.get("wall_s") else "-",
-                     *[f"{100 * c['share'].get(k, 0):.0f}%" for k in cats], top.split(": ")[-1]])
+        rows.append([f"`{ch[:2]}`", f"{c['wall_s']:.0f}" if c.get("wall_s") else "-",
+                     *[f"{100 * c['share'].get(k, 0):.0f}%" for k in cats]])
+        tops.append(f"{ch[:2]} `{top.split(': ')[-1]}`")
     hot = [[f"`{k}`", f"{v / res.get('rate', 20):.0f}"] for k, v in list(res["hot_book_functions"].items())[:10]]
     ref = res.get("reference_mean_s")
     lines = [
@@ -243,9 +245,11 @@ def _profile_section() -> list[str]:
         "the chapter's kernel 20 times a second; each sample is charged to the outermost book",
         "function on its stack that names a kind of work (training a model, an attack, a",
         "Monte-Carlo estimate, a score or metric, loading data, starting up). Wall time in seconds, then the share of",
-        "the kernel's samples per kind, and the function that took the most:",
+        "the kernel's samples per kind:",
         "",
-        _table(["chapter", "wall (s)", *cats, "largest single item"], rows),
+        _table(["ch.", "wall (s)", *heads], rows),
+        "",
+        "The largest single item of each chapter: " + "; ".join(tops) + ".",
         "",
         *([res["note"], ""] if res.get("note") else []),
         "The book's functions with the most time (inclusive, seconds, all chapters):",
