@@ -20,6 +20,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from .models import gaussian_kl
 
 __all__ = [
     "NORMS", "Ascent", "ascend", "ball_start", "fgsm", "pgd", "lbfgs", "project", "perturbation_norm",
@@ -117,6 +120,19 @@ class Ascent:
         return self.success_trace[:restart].flatten(0, 1).any(0) | self.success_trace[restart, : step + 1].any(0)
 
 
+def _deterministic(model: Model) -> bool:
+    """Whether two calls of ``model`` on the same input give the same output, as far as can be
+    told: an ``nn.Module`` with no true ``stochastic`` attribute (the purifiers of
+    :mod:`robustvae.purify` declare theirs) and no dropout or batch-norm layer in training
+    mode. A plain callable counts as possibly random."""
+    if bool(getattr(model, "stochastic", False)):
+        return False
+    if isinstance(model, nn.Module):
+        random_layers = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+        return not any(m.training for m in model.modules() if isinstance(m, random_layers))
+    return False                        # a plain callable: cannot tell, so assume it may be random
+
+
 def _normalised(grad: torch.Tensor, rule: str) -> torch.Tensor:
     if rule == "sign":
         return grad.sign()
@@ -136,6 +152,7 @@ def ascend(
     eot: int = 1,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
     stop_when_all_succeed: bool = True,
+    freeze_success: bool = False,
 ) -> Ascent:
     """Projected ascent: the one loop behind every gradient attack of the book.
 
@@ -160,6 +177,17 @@ def ascend(
 
     ``callback(restart, step, v_t)`` is called on every iterate (e.g. to record iterates).
     Returns an :class:`Ascent`.
+
+    **Freezing successes** (``freeze_success=True``; needs a success signal). An example stops
+    moving at its first successful iterate, which is kept, and later steps and restarts compute
+    only the examples not yet broken. For a *deterministic* objective this changes no
+    success (a successful iterate stays successful) and saves the steps spent on broken
+    examples: at large budgets most of the attack (``benchmarks/bench_savings.py``); the kept
+    iterate of a broken example is then its first success rather than its successful iterate
+    of highest value, and its trace holds that value from then on. Do not freeze a stochastic
+    objective, whose success at an iterate is itself a random draw. ``objective`` and
+    ``project`` are then called as ``objective(v, idx)`` and ``project(v, idx)``, where the
+    ``LongTensor`` ``idx`` gives the positions in the batch of the rows of ``v``.
     """
     if steps < 0 or restarts < 1 or eot < 1:
         raise ValueError(f"steps must be >= 0, restarts and eot >= 1; got {steps}, {restarts}, {eot}.")
@@ -174,21 +202,31 @@ def ascend(
     has_success = None
     for k in range(restarts):
         v = start(k).detach()
+        b = len(v)
+        # the examples this restart still moves: all, or (freezing) those no restart has broken
+        active = torch.arange(b, device=v.device)
+        if freeze_success and best_ok is not None:
+            active = torch.nonzero(~best_ok).flatten()
+            if len(active) == 0:                 # every example already broken: nothing to run
+                trace[k], succ_trace[k] = best_val.cpu(), True
+                continue
         for t in range(steps + 1):
             if callback is not None:
                 callback(k, t, v)
             need_grad = t < steps
-            total = torch.zeros(len(v), device=v.device)
-            votes = torch.zeros(len(v), device=v.device)
+            va = v[active] if freeze_success else v
+            total = torch.zeros(len(va), device=v.device)
+            votes = torch.zeros(len(va), device=v.device)
             grad = None
             for _ in range(eot):
-                vv = v.clone().requires_grad_(need_grad)
+                vv = va.clone().requires_grad_(need_grad)
                 with torch.set_grad_enabled(need_grad):
-                    out = objective(vv)
+                    out = objective(vv, active) if freeze_success else objective(vv)
                 val, ok = out if isinstance(out, tuple) else (out, None)
                 if has_success is None:
                     has_success = ok is not None
-                    b = len(v)
+                    if freeze_success and not has_success:
+                        raise ValueError("freeze_success needs an objective that reports success.")
                     best, best_val = v.clone(), torch.full((b,), -float("inf"), device=v.device)
                     best_ok = torch.zeros(b, dtype=torch.bool, device=v.device)
                     trace = torch.full((restarts, steps + 1, b), float("nan"))
@@ -200,20 +238,48 @@ def ascend(
                 if ok is not None:
                     votes += ok.detach().float()
             val = total / eot
-            ok = votes / eot > 0.5 if has_success else torch.zeros_like(best_ok)
-            trace[k, t] = val.cpu()
-            if has_success:
-                succ_trace[k, t] = ok.cpu()
-                take = (ok & ~best_ok) | ((ok == best_ok) & (val > best_val))
+            ok = votes / eot > 0.5 if has_success else torch.zeros(len(va), dtype=torch.bool, device=v.device)
+            if freeze_success:
+                # frozen examples keep their kept value and stay broken in the trace
+                trace[k, t] = best_val.cpu()
+                succ_trace[k, t] = best_ok.cpu()
+                idx = active.cpu()
+                trace[k, t, idx] = val.cpu()
+                succ_trace[k, t, idx] = ok.cpu()
+                old_ok, old_val = best_ok[active], best_val[active]
+                take = (ok & ~old_ok) | ((ok == old_ok) & (val > old_val))
+                best[active[take]], best_val[active[take]] = va[take], val[take]
+                best_ok[active] = old_ok | ok
+                keep = ~ok                       # the broken ones stop here
+                active, va, grad = active[keep], va[keep], (grad[keep] if grad is not None else None)
+                if len(active) == 0:
+                    if t < steps:                # nothing left to move: the rest of the trace stands
+                        trace[k, t + 1:] = trace[k, t]
+                        succ_trace[k, t + 1:] = succ_trace[k, t]
+                        for t_rest in range(t + 1, steps + 1):
+                            if callback is not None:
+                                callback(k, t_rest, v)
+                    break
             else:
-                take = val > best_val
-            best[take], best_val[take] = v[take], val[take]
-            best_ok |= ok
+                trace[k, t] = val.cpu()
+                if has_success:
+                    succ_trace[k, t] = ok.cpu()
+                    take = (ok & ~best_ok) | ((ok == best_ok) & (val > best_val))
+                else:
+                    take = val > best_val
+                best[take], best_val[take] = v[take], val[take]
+                best_ok |= ok
             if need_grad:
                 a = alpha if schedule == "constant" else alpha * 0.5 * (1.0 + math.cos(math.pi * t / steps))
-                v = project(v + a * _normalised(grad / eot, step_rule)).detach()
+                if freeze_success:
+                    v = v.clone()
+                    v[active] = project(va + a * _normalised(grad / eot, step_rule), active).detach()
+                else:
+                    v = project(v + a * _normalised(grad / eot, step_rule)).detach()
         if has_success and stop_when_all_succeed and bool(best_ok.all()):
             succ_trace[k + 1:] = True          # the broken stay broken for the rest of the trace
+            if freeze_success:
+                trace[k + 1:] = trace[k, -1]
             break
     return Ascent(best.detach(), best_val, best_ok if has_success else None, trace, succ_trace)
 
@@ -266,6 +332,7 @@ def pgd(
     schedule: str = "constant",
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
     return_result: bool = False,
+    freeze_success: bool | None = None,
 ) -> torch.Tensor | "Ascent":
     """Projected Gradient Descent (Madry et al., ICLR 2018) on the cross-entropy.
 
@@ -294,6 +361,12 @@ def pgd(
         restarts ``x_t`` holds the kept iterates of the images already fooled.
     return_result : return the :class:`Ascent` record (images, loss, success and the
         per-iterate success trace for convergence curves) instead of the images.
+    freeze_success : stop moving an image once it is fooled (see :func:`ascend`): exact for a
+        deterministic model, and cheaper, since at large budgets most images fall in the first
+        steps. ``None`` (default): freeze when the model is deterministic (an ``nn.Module`` with
+        no true ``stochastic`` attribute and no dropout or batch norm in training mode) and
+        ``eot == 1``. A ``callback`` then sees fooled images stand still; pass ``False`` to
+        record the unfrozen path (e.g. to compare iterates with another implementation).
 
     Returns the adversarial images (detached), or the :class:`Ascent` record.
     """
@@ -310,14 +383,20 @@ def pgd(
     succ = torch.zeros((restarts, steps + 1, b), dtype=torch.bool)
     rem = torch.arange(b, device=x.device)
     after: list[torch.Tensor] = []
+    if freeze_success is None:
+        freeze_success = eot == 1 and _deterministic(model)
     for k in range(restarts):
         xs, ys = x[rem], y[rem]
 
-        def objective(v: torch.Tensor, ys=ys):
+        def objective(v: torch.Tensor, idx: torch.Tensor | None = None, ys=ys):
+            yv = ys if idx is None else ys[idx]
             logits = model(v)
-            loss = F.cross_entropy(logits, ys, reduction="none")
+            loss = F.cross_entropy(logits, yv, reduction="none")
             pred = logits.argmax(1)
-            return (-loss, pred == ys) if targeted else (loss, pred != ys)
+            return (-loss, pred == yv) if targeted else (loss, pred != yv)
+
+        def proj(v: torch.Tensor, idx: torch.Tensor | None = None, xs=xs):
+            return project(v, xs if idx is None else xs[idx], eps, norm)
 
         def report(_, t, v, k=k, rem=rem):
             full = best.clone()
@@ -325,9 +404,9 @@ def pgd(
             callback(k, t, full)
 
         r = ascend(objective, ball_start(xs, eps, norm, generator, random=random_start),
-                   lambda v, xs=xs: project(v, xs, eps, norm), steps=steps, alpha=alpha,
+                   proj, steps=steps, alpha=alpha,
                    step_rule="sign" if norm == "linf" else "l2", schedule=schedule,
-                   eot=eot, callback=None if callback is None else report)
+                   eot=eot, callback=None if callback is None else report, freeze_success=freeze_success)
         broken_before = best_ok.cpu().clone()
         old_ok, old_val = best_ok[rem], best_val[rem]
         take = (r.success & ~old_ok) | ((r.success == old_ok) & (r.value > old_val))
@@ -454,9 +533,10 @@ def reconstruction_distance(vae, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.
 def latent_kl(mu: torch.Tensor, log_var: torch.Tensor, mu_t: torch.Tensor, log_var_t: torch.Tensor) -> torch.Tensor:
     """``KL(N(mu, diag e^log_var) || N(mu_t, diag e^log_var_t))`` per row, summed over latent dimensions.
 
+    :func:`robustvae.models.gaussian_kl` with a target Gaussian, in its ``"quotient"`` form
     ``KL = 1/2 * sum_j [log_var_t - log_var + (e^log_var + (mu - mu_t)^2) / e^log_var_t - 1]``.
     """
-    return 0.5 * (log_var_t - log_var + (log_var.exp() + (mu - mu_t).pow(2)) / log_var_t.exp() - 1.0).sum(-1)
+    return gaussian_kl(mu, log_var, mu_t, log_var_t, form="quotient")
 
 
 def latent_attack(

@@ -27,8 +27,8 @@ Selective prediction
     :func:`risk_coverage` and :func:`aurc` (Geifman & El-Yaniv, NeurIPS 2017; Geifman et al.,
     ICLR 2019).
 Distribution shift and statistics
-    :func:`stratified_halves`, :func:`rotate`, :func:`gaussian_noise`, :func:`spearman`,
-    :func:`bootstrap_ci`.
+    :func:`stratified_halves`, :func:`rotate`, :func:`add_gaussian_noise` (alias ``gaussian_noise``), :func:`spearman`,
+    :func:`bootstrap_ci` (:func:`robustvae.stats.bootstrap_ci`, re-exported).
 Plots
     :func:`plot_confidence_bins`, :func:`plot_reliability`, :func:`plot_risk_coverage`.
 """
@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
+from . import stats as rstats
+
 __all__ = [
     "softmax_confidence", "confidence_logit", "reconstruction_mse", "score_inputs",
     "bin_indices", "mean_ci", "confidence_bins", "reliability_table",
@@ -53,7 +55,7 @@ __all__ = [
     "TemperatureScaling", "fit_temperature", "ScoreTemperatureScaling", "fit_score_temperature",
     "ConfidenceLogistic", "fit_confidence_logistic", "replace_top_label",
     "risk_coverage", "aurc",
-    "stratified_halves", "rotate", "gaussian_noise", "spearman", "bootstrap_ci",
+    "stratified_halves", "rotate", "add_gaussian_noise", "gaussian_noise", "spearman", "bootstrap_ci",
     "plot_confidence_bins", "plot_reliability", "plot_risk_coverage",
 ]
 
@@ -192,7 +194,8 @@ def mean_ci(values, level: float = 0.95, method: str = "t", n_boot: int = 1000,
     """``(mean, low, high)``: the sample mean and a ``level`` confidence interval for it.
 
     ``method="t"``: Student's t interval ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)``;
-    ``"bootstrap"``: percentile bootstrap with ``n_boot`` resamples. With fewer than two values
+    ``"bootstrap"``: percentile bootstrap with ``n_boot`` resamples
+    (:func:`robustvae.stats.bootstrap_draws`, seeded with ``seed``). With fewer than two values
     the interval is ``(nan, nan)``; an empty input gives three NaNs.
     """
     if method not in CI_METHODS:
@@ -209,8 +212,8 @@ def mean_ci(values, level: float = 0.95, method: str = "t", n_boot: int = 1000,
     if method == "t":
         half = stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)
         return m, m - half, m + half
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, n, size=(n_boot, n))].mean(1)
+    idx = np.array(list(rstats.bootstrap_draws(n, n_boot, seed)), dtype=np.int64).reshape(n_boot, n)
+    means = v[idx].mean(1)  # row b: the b-th resample, as one rng.integers(0, n, (n_boot, n)) call
     lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
     return m, float(lo), float(hi)
 
@@ -601,12 +604,20 @@ def rotate(x: torch.Tensor, degrees) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``clip_[0,1](x + std * N(0, I))``: additive Gaussian pixel noise (noise drawn on the CPU)."""
+def add_gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``clip_[0,1](x + std * N(0, I))``: additive Gaussian pixel noise (noise drawn on the CPU).
+
+    A shift of the images ``x``; not to be confused with :func:`robustvae.ood.gaussian_noise`,
+    which makes new images of pure noise.
+    """
     if not std >= 0:
         raise ValueError(f"std must be >= 0, got {std}.")
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     return (x + std * noise).clamp(0.0, 1.0)
+
+
+#: The former name of :func:`add_gaussian_noise`, kept for the chapters that call it.
+gaussian_noise = add_gaussian_noise
 
 
 def spearman(a, b) -> tuple[float, float]:
@@ -618,30 +629,8 @@ def spearman(a, b) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def bootstrap_ci(fn: Callable[..., float], *arrays, n_boot: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float, float]:
-    """``(fn(*arrays), low, high)``: a paired percentile-bootstrap interval for any statistic.
-
-    The same resampled indices are applied to every array, so differences between two
-    methods evaluated on the same examples keep their pairing. Infinite values, in the arrays or
-    in the statistic (a margin never broken within an attack's search grid), get quantiles
-    without interpolation, which would turn ``inf - inf`` into NaN.
-    """
-    arrs = [_np(a) for a in arrays]
-    n = len(arrs[0])
-    if any(len(a) != n for a in arrs) or n == 0:
-        raise ValueError("bootstrap_ci needs non-empty arrays of one length.")
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}.")
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        i = rng.integers(0, n, n)
-        vals.append(fn(*[a[i] for a in arrs]))
-    finite = np.isfinite(vals).all() and all(np.isfinite(a.astype(np.float64)).all() for a in arrs)
-    method = "linear" if finite else "inverted_cdf"
-    lo, hi = np.quantile(vals, [0.5 - level / 2, 0.5 + level / 2], method=method)
-    return float(fn(*arrs)), float(lo), float(hi)
+#: The paired percentile bootstrap of any statistic; it lives in :mod:`robustvae.stats`.
+bootstrap_ci = rstats.bootstrap_ci
 
 
 # ---------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from torch import nn
 
 from . import attacks
 from .models import gaussian_kl
+from .stats import bootstrap_draws
 
 __all__ = [
     "reconstruction_labels",
@@ -198,7 +199,7 @@ def auroc_bootstrap(score_clean, scores_adv: Mapping[str, np.ndarray], keep: Map
     Image ``i`` has a clean score ``score_clean[i]`` and, for every attack ``a``, an adversarial
     score ``scores_adv[a][i]`` that counts only where ``keep[a][i]`` (the attack succeeded; a
     failed attack needs no detecting). Each replicate draws ``n`` image indices with replacement
-    (``numpy.random.default_rng(seed)``) and computes, for every attack, the AUROC
+    (:func:`robustvae.stats.bootstrap_draws` with ``seed``) and computes, for every attack, the AUROC
     (:func:`detection_auroc`) of the drawn clean scores against the drawn adversarial scores
     that are kept. Clean and adversarial versions of an image stay together, and all attacks
     share the draws, so the replicates of ``a - b`` give a *paired* interval for the difference
@@ -219,10 +220,8 @@ def auroc_bootstrap(score_clean, scores_adv: Mapping[str, np.ndarray], keep: Map
             raise ValueError(f"attack {a!r}: scores and keep must have one entry per image ({n}).")
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}.")
-    rng = np.random.default_rng(seed)
     out = {a: np.empty(n_boot) for a in adv}
-    for b in range(n_boot):
-        i = rng.integers(0, n, n)
+    for b, i in enumerate(bootstrap_draws(n, n_boot, seed)):
         for a in adv:
             j = i[kp[a][i]]
             out[a][b] = _auroc_ranks(c[i], adv[a][j])

@@ -46,7 +46,7 @@ from torch.nn.utils import parametrizations
 
 from . import cache, certify, data
 from .models import LIKELIHOODS, VAE
-from .training import fit, make_config, training_data, vae_metrics
+from .training import curve_split, fit, make_config, training_data, vae_metrics
 from .utils import check_choice, check_fields, check_positive, resolve_device
 
 __all__ = [
@@ -348,7 +348,7 @@ def get_lipschitz_vae(config: LipschitzVAEConfig | None = None, device: str | to
 
     def train(model: LipschitzVAE) -> dict:
         x, y = training_data(cfg.dataset, cfg.n_train, cfg.seed)
-        x_test, _ = data.load_dataset(cfg.dataset, "test")
+        x_test, _ = curve_split(cfg.dataset)
 
         def on_epoch(m, epoch):
             m.tighten()   # exact norms at every epoch end, so the last correction is small

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Classifier", "ConvEncoder", "ConvDecoder", "VAE", "LIKELIHOODS", "gaussian_kl"]
+__all__ = ["Classifier", "ConvEncoder", "ConvDecoder", "VAE", "LIKELIHOODS", "KL_FORMS", "gaussian_kl"]
 
 #: Decoder likelihoods p(x|z) the VAE supports.
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
@@ -89,12 +89,52 @@ class ConvDecoder(nn.Module):
         return self.body(z)
 
 
-def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag(exp(log_var))) || N(0, I)) per example, summed over latent dimensions.
+#: Float evaluation orders of the two-Gaussian KL in :func:`gaussian_kl` (equal in exact arithmetic).
+KL_FORMS = ("quotient", "log-difference")
 
-    KL = 1/2 * sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1)   (Kingma & Welling 2014, App. B).
+
+def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor, mu_p: torch.Tensor | None = None,
+                log_var_p: torch.Tensor | None = None, form: str = "quotient") -> torch.Tensor:
+    """KL between diagonal Gaussians, per row, summed over the last (latent) dimension.
+
+    ``KL(N(mu, diag e^log_var) || N(mu_p, diag e^log_var_p))``; without ``mu_p`` and
+    ``log_var_p`` the second Gaussian is the prior ``N(0, I)``. The library's one KL of this
+    kind: the VAE's ELBO, the latent attacks (:func:`robustvae.attacks.latent_kl`), the
+    encoder-KL attack of :mod:`robustvae.rrobust` and the conditional VAE of
+    :mod:`robustvae.perturbation` (:func:`robustvae.perturbation.cvae_kl`) all call it.
+
+    Parameters
+    ----------
+    mu, log_var : mean and log-variance of the first Gaussian, shape ``(..., d)``.
+    mu_p, log_var_p : mean and log-variance of the second Gaussian (broadcastable to ``mu``);
+        give both or neither. Neither: ``N(0, I)``, with
+        ``KL = 1/2 * sum_j (mu_j^2 + e^log_var_j - log_var_j - 1)`` (Kingma & Welling 2014, App. B).
+    form : how the two-Gaussian KL is evaluated in floating point, one of :data:`KL_FORMS`.
+        The forms agree in exact arithmetic and differ only in rounding; each caller keeps the
+        one it has always used, so that stored results stay bit-identical.
+
+        * ``"quotient"`` (default):
+          ``1/2 * sum_j [log_var_p - log_var + (e^log_var + (mu - mu_p)^2) / e^log_var_p - 1]``.
+        * ``"log-difference"``:
+          ``1/2 * sum_j [e^(log_var - log_var_p) + (mu - mu_p)^2 e^(-log_var_p) - 1 + log_var_p - log_var]``,
+          which does not overflow when both variances are large.
+
+        Ignored for the prior ``N(0, I)``.
+
+    Returns
+    -------
+    Tensor of shape ``mu.shape[:-1]``: the KL in nats.
     """
-    return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0).sum(dim=-1)
+    if (mu_p is None) != (log_var_p is None):
+        raise ValueError("give both mu_p and log_var_p, or neither (for the prior N(0, I)).")
+    if mu_p is None:
+        return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0).sum(dim=-1)
+    if form == "quotient":
+        return 0.5 * (log_var_p - log_var + (log_var.exp() + (mu - mu_p).pow(2)) / log_var_p.exp() - 1.0).sum(-1)
+    if form == "log-difference":
+        return 0.5 * ((log_var - log_var_p).exp() + (mu - mu_p).pow(2) * (-log_var_p).exp()
+                      - 1.0 + log_var_p - log_var).sum(-1)
+    raise ValueError(f"Unknown form {form!r}. Valid forms: {', '.join(KL_FORMS)}.")
 
 
 class VAE(nn.Module):

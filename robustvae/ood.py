@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import VAE, gaussian_kl
+from .stats import bootstrap_draws
 from .training import device_of
 
 __all__ = [
@@ -536,7 +537,7 @@ def ood_metrics(s_in, s_out, n_boot: int = 0, seed: int = 0, level: float = 0.95
     the positive class, ``roc_curve`` with in-distribution as the positive class for FPR95).
     With ``n_boot > 0``, each metric also gets a percentile ``level`` interval from
     ``n_boot`` bootstrap resamples, in- and out-of-distribution scores resampled separately
-    with ``numpy.random.default_rng(seed)``: keys ``auroc_lo``, ``auroc_hi``, and so on.
+    (:func:`robustvae.stats.bootstrap_draws` with ``seed``): keys ``auroc_lo``, ``auroc_hi``, and so on.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
@@ -554,11 +555,9 @@ def ood_metrics(s_in, s_out, n_boot: int = 0, seed: int = 0, level: float = 0.95
         "fpr95": float(fpr_in[np.searchsorted(tpr_in, 0.95 - 1e-12, side="left")]),
     }
     if n_boot:
-        rng = np.random.default_rng(seed)
         boots = np.array([
-            _fast_metrics(a_in[rng.integers(0, len(a_in), len(a_in))],
-                          a_out[rng.integers(0, len(a_out), len(a_out))])
-            for _ in range(n_boot)
+            _fast_metrics(a_in[i_in], a_out[i_out])
+            for i_in, i_out in bootstrap_draws((len(a_in), len(a_out)), n_boot, seed)
         ])
         q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
         for j, key in enumerate(("auroc", "aupr", "fpr95")):
@@ -595,7 +594,10 @@ def uniform_noise(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def gaussian_noise(n: int, seed: int = 0, mean: float = 0.5, std: float = 0.25) -> torch.Tensor:
-    """``n`` images of i.i.d. Gaussian pixels N(mean, std^2), clipped to [0, 1]."""
+    """``n`` images of i.i.d. Gaussian pixels N(mean, std^2), clipped to [0, 1].
+
+    New images of pure noise; :func:`robustvae.calibration.add_gaussian_noise` adds noise to given ones.
+    """
     _check_n(n)
     if not std > 0:
         raise ValueError(f"std must be > 0, got {std}.")

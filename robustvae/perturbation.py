@@ -47,7 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import attacks, cache, data
-from .models import Classifier
+from .models import Classifier, gaussian_kl
 from .training import accuracy, device_of, fit, make_config
 from .utils import check_choice, check_fields, check_positive, resolve_device
 
@@ -296,10 +296,10 @@ class ConvGenerator(nn.Module):
 def cvae_kl(mu_q: torch.Tensor, log_var_q: torch.Tensor, mu_p: torch.Tensor, log_var_p: torch.Tensor) -> torch.Tensor:
     """KL(N(mu_q, diag e^log_var_q) || N(mu_p, diag e^log_var_p)) per example, summed over dimensions.
 
+    :func:`robustvae.models.gaussian_kl` in its ``"log-difference"`` form
     ``1/2 sum_j [ e^(lq - lp) + (mu_q - mu_p)^2 e^(-lp) - 1 + lp - lq ]``.
     """
-    return 0.5 * ((log_var_q - log_var_p).exp() + (mu_q - mu_p).pow(2) * (-log_var_p).exp()
-                  - 1.0 + log_var_p - log_var_q).sum(-1)
+    return gaussian_kl(mu_q, log_var_q, mu_p, log_var_p, form="log-difference")
 
 
 class PerturbationCVAE(nn.Module):

@@ -50,6 +50,7 @@ from scipy import optimize, stats
 from torch import nn
 
 from . import attacks
+from .models import gaussian_kl
 
 __all__ = [
     "CI_METHODS",
@@ -105,7 +106,8 @@ def _check_confidence(confidence: float, method: str) -> None:
         raise ValueError(f"Unknown interval method {method!r}. Valid: {', '.join(CI_METHODS)}.")
 
 
-def _flat_norm(t: torch.Tensor) -> torch.Tensor:
+def _row_norms(t: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each row of ``t`` (flattened past the batch dimension), shape ``(B,)``."""
     return t.flatten(1).norm(dim=1)
 
 
@@ -344,7 +346,7 @@ def lbfgs_damage_attack(starts: int = 5, max_iter: int = 20, generator: torch.Ge
 
 
 def _radial(delta: torch.Tensor, eps: float) -> torch.Tensor:
-    n = _flat_norm(delta).view(-1, *[1] * (delta.dim() - 1))
+    n = _row_norms(delta).view(-1, *[1] * (delta.dim() - 1))
     return delta * (eps / torch.clamp(n, min=eps))
 
 
@@ -393,11 +395,6 @@ def latent_target_attack(x_target: torch.Tensor, steps: int = 20,
     return attack
 
 
-def _gaussian_kl_between(mu1, log_var1, mu0, log_var0) -> torch.Tensor:
-    """KL(N(mu1, e^{log_var1}) || N(mu0, e^{log_var0})) per example, summed over dimensions."""
-    return 0.5 * (log_var0 - log_var1 + (log_var1.exp() + (mu1 - mu0).pow(2)) / log_var0.exp() - 1).sum(-1)
-
-
 def encoder_kl_attack(steps: int = 20, alpha: float | None = None,
                       generator: torch.Generator | None = None) -> Attack:
     """A latent-space attack: ``max_{||delta||_2 <= eps} KL(q(z|x + delta) || q(z|x))``.
@@ -423,11 +420,11 @@ def encoder_kl_attack(steps: int = 20, alpha: float | None = None,
 
         def start(k: int) -> torch.Tensor:
             u = _randn(x.shape, generator, x.device)
-            return attacks.project(x + 0.5 * eps * u / _flat_norm(u).view(-1, *[1] * (x.dim() - 1)), x, eps, "l2")
+            return attacks.project(x + 0.5 * eps * u / _row_norms(u).view(-1, *[1] * (x.dim() - 1)), x, eps, "l2")
 
         def kl(v: torch.Tensor) -> torch.Tensor:
             mu, lv = vae.encode(v)
-            return _gaussian_kl_between(mu, lv, mu0, lv0)
+            return gaussian_kl(mu, lv, mu0, lv0, form="quotient")
 
         return attacks.ascend(kl, start, lambda v: attacks.project(v, x, eps, "l2"), steps=steps,
                               alpha=step, step_rule="l2").x
@@ -441,7 +438,7 @@ def random_attack(generator: torch.Generator | None = None) -> Attack:
 
     def attack(vae, x, eps, index=None):
         u = _randn(x.shape, generator, x.device)
-        u = u / _flat_norm(u).view(-1, *[1] * (x.dim() - 1))
+        u = u / _row_norms(u).view(-1, *[1] * (x.dim() - 1))
         return (x + eps * u).clamp(0.0, 1.0)
 
     return attack
@@ -506,7 +503,7 @@ def _margin_search(propose, evaluate, radii, refine_steps: int, batch: int,
             break
         pert = propose(R, idx)
         est, dist = evaluate(pert, idx)
-        n_k = _flat_norm(pert).cpu()
+        n_k = _row_norms(pert).cpu()
         prob[k, idx], lower[k, idx], upper[k, idx], norm[k, idx] = est.p, est.lower, est.upper, n_k
         full = torch.full((b, dist.shape[1]), nan)
         full[idx] = dist.cpu()

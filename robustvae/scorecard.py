@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import attacks, calibration, certify, ood, purify
+from . import attacks, calibration, certify, ood, purify, stats
 from . import consistency as cons
 from . import rrobust as rr
 
@@ -117,14 +117,14 @@ def _seeded(seed: int):
 def bootstrap(values, statistic: Callable[[np.ndarray], float] = np.mean, n_boot: int = 200,
               seed: int = 0, level: float = 0.95) -> Estimate:
     """``statistic(values)`` with a percentile-bootstrap interval over the inputs
-    (:func:`robustvae.calibration.bootstrap_ci`, seeded)."""
+    (:func:`robustvae.stats.bootstrap_ci`, seeded)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     if len(v) == 0:
         raise ValueError("bootstrap needs at least one value.")
     if np.isnan(v).any():
         raise ValueError("bootstrap got NaN values.")
-    value, lo, hi = calibration.bootstrap_ci(lambda a: float(statistic(a)), v, n_boot=n_boot, level=level,
-                                             seed=seed)  # infinite margins: see bootstrap_ci
+    value, lo, hi = stats.bootstrap_ci(lambda a: float(statistic(a)), v, n_boot=n_boot, level=level,
+                                       seed=seed)  # infinite margins: see bootstrap_ci
     return Estimate(value, lo, hi, {"values": v})
 
 
@@ -219,8 +219,8 @@ def spearman_column(vae: nn.Module, classifier: nn.Module, x: torch.Tensor, y: t
     with _seeded(seed):
         _, df = calibration.score_inputs(classifier, vae, x, y)
     mse, conf = df["mse"].to_numpy(), df["confidence"].to_numpy()
-    value, lo, hi = calibration.bootstrap_ci(lambda a, b: calibration.spearman(a, b)[0], mse, conf,
-                                             n_boot=n_boot, seed=seed)
+    value, lo, hi = stats.bootstrap_ci(lambda a, b: calibration.spearman(a, b)[0], mse, conf,
+                                       n_boot=n_boot, seed=seed)
     return Estimate(value, lo, hi, {"mse": mse, "confidence": conf})
 
 

@@ -32,7 +32,7 @@ import torch
 
 from . import cache, data
 from .models import LIKELIHOODS, VAE
-from .training import fit, vae_metrics
+from .training import curve_split, fit, vae_metrics
 from .utils import check_fields, resolve_device
 
 __all__ = ["TCVAE", "TCVAEConfig", "get_tcvae", "gaussian_log_density"]
@@ -166,7 +166,7 @@ def get_tcvae(config: TCVAEConfig | None = None, device: str | torch.device = "a
     def train(model):
         x, y = data.load_dataset(cfg.dataset, "train")
         x, y = data.stratified_subset(x, y, cfg.n_train, seed=cfg.seed)
-        x_test, _ = data.load_dataset(cfg.dataset, "test")
+        x_test, _ = curve_split(cfg.dataset)
         model.dataset_size = len(x)
 
         def on_epoch(m, epoch):

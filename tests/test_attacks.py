@@ -230,9 +230,11 @@ def test_pgd_reaches_the_exact_robust_accuracy_of_a_linear_model_and_beats_fgsm(
 
 
 def _pgd_path(model, x, y, **kw):
-    """Our PGD's iterates ``{step: x_t}`` of the single run, and the images it returns."""
+    """Our PGD's iterates ``{step: x_t}`` of the single run (unfrozen: the path torchattacks
+    takes), and the images it returns."""
     path = {}
-    res = attacks.pgd(model, x, y, callback=lambda k, t, v: path.__setitem__(t, v.clone()), return_result=True, **kw)
+    res = attacks.pgd(model, x, y, callback=lambda k, t, v: path.__setitem__(t, v.clone()), return_result=True,
+                      freeze_success=False, **kw)
     return path, res
 
 
@@ -276,18 +278,20 @@ def test_pgd_moves_exactly_steps_times_alpha_on_a_linear_model(steps):
     model = _two_class_linear(w)
     x = torch.full((3, 1, 28, 28), 0.5)
     y = torch.zeros(3, dtype=torch.long)
-    x_adv = attacks.pgd(model, x, y, eps=0.4, steps=steps, alpha=0.01, random_start=False)
+    # (not frozen: the mid-grey start is a tie of the two logits, which already counts as fooled)
+    kw = dict(random_start=False, freeze_success=False)
+    x_adv = attacks.pgd(model, x, y, eps=0.4, steps=steps, alpha=0.01, **kw)
     assert torch.allclose(x_adv - x, (steps * 0.01 * w.sign()).expand_as(x), atol=1e-6)
-    x_adv = attacks.pgd(model, x, y, eps=10.0, norm="l2", steps=steps, alpha=0.1, random_start=False)
+    x_adv = attacks.pgd(model, x, y, eps=10.0, norm="l2", steps=steps, alpha=0.1, **kw)
     assert torch.allclose(x_adv - x, (steps * 0.1 * w / w.norm()).expand_as(x), atol=1e-5)
     # the default step length is 2.5 eps / steps: the iterate ends on the sphere of radius eps
-    x_adv = attacks.pgd(model, x, y, eps=0.02, steps=steps, random_start=False)
+    x_adv = attacks.pgd(model, x, y, eps=0.02, steps=steps, **kw)
     assert torch.allclose(x_adv - x, (0.02 * w.sign()).expand_as(x), atol=1e-6)
     # targeted: the step goes down the loss of the target, i.e. the other way
     x_adv = attacks.pgd(model, x, torch.ones(3, dtype=torch.long), eps=0.4, steps=steps, alpha=0.01,
-                        random_start=False, targeted=True)
+                        targeted=True, **kw)
     assert torch.allclose(x_adv - x, (steps * 0.01 * w.sign()).expand_as(x), atol=1e-6)
-    x_adv = attacks.pgd(model, x, y, eps=0.4, steps=steps, alpha=0.01, random_start=False, targeted=True)
+    x_adv = attacks.pgd(model, x, y, eps=0.4, steps=steps, alpha=0.01, targeted=True, **kw)
     assert torch.allclose(x_adv - x, (-steps * 0.01 * w.sign()).expand_as(x), atol=1e-6)
 
 
@@ -413,3 +417,92 @@ def test_pgd_restarts_attack_only_the_survivors():
     first = res.x_after_restart[0]
     fooled_first = model(first).argmax(1) != y
     assert torch.equal(res.x[fooled_first], first[fooled_first])
+
+
+# --- freezing successes ----------------------------------------------------------------------------
+@pytest.mark.parametrize("eps", [0.05, 0.1, 0.3])
+def test_freezing_successes_breaks_the_same_images_with_fewer_evaluations(tiny_classifier_and_data, eps):
+    """On a deterministic model, stopping an image at its first fooling iterate changes no
+    verdict (a fooling iterate stays fooling), keeps only fooling iterates for the fooled, and
+    evaluates fewer images: the saving the book's attacks rely on."""
+    model, x, y = tiny_classifier_and_data
+    calls = {"n": 0}
+
+    class Counting(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, v):
+            calls["n"] += len(v)
+            return self.m(v)
+
+    counted = Counting(model).eval()
+    runs = {}
+    for freeze in (False, True):
+        calls["n"] = 0
+        res = attacks.pgd(counted, x, y, eps=eps, steps=10, restarts=2, return_result=True,
+                          generator=torch.Generator().manual_seed(0), freeze_success=freeze)
+        runs[freeze] = (res, calls["n"])
+    (plain, n_plain), (frozen, n_frozen) = runs[False], runs[True]
+    assert torch.equal(plain.success, frozen.success)
+    assert torch.equal(plain.broken_after(), frozen.broken_after())
+    with torch.no_grad():
+        fooled_now = model(frozen.x).argmax(1) != y
+    assert torch.equal(fooled_now, frozen.success)          # the kept iterates really fool
+    assert (frozen.x - x).abs().max() <= eps + 1e-6
+    if bool(frozen.success.any()):
+        assert n_frozen < n_plain
+    else:
+        assert n_frozen == n_plain
+
+
+def test_freezing_is_automatic_only_for_deterministic_models(tiny_classifier_and_data):
+    """The default freezes a model in eval mode, not one with dropout in training mode, not a
+    model that declares itself stochastic, not a plain callable."""
+    from robustvae.attacks import _deterministic
+    model, x, y = tiny_classifier_and_data
+    assert _deterministic(model.eval())
+
+    class Noisy(nn.Module):
+        stochastic = True
+
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, v):
+            return self.m(v + 0.01 * torch.randn_like(v))
+
+    assert not _deterministic(Noisy(model))
+    assert not _deterministic(nn.Sequential(nn.Dropout(0.5), model).train())
+    assert not _deterministic(lambda v: model(v))
+    model.eval()
+
+
+def test_freezing_needs_a_success_signal():
+    v0 = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="success"):
+        attacks.ascend(lambda v, idx: v.sum(1), lambda k: v0, lambda v, idx: v, steps=2, alpha=0.1,
+                       freeze_success=True)
+
+
+def test_freezing_keeps_successes_across_restarts_and_stops_when_all_broken():
+    """A toy objective whose success is ``v > 1`` coordinate-wise-summed: examples break at
+    different steps; frozen ones never move again and the trace says broken from then on."""
+    v0 = torch.tensor([[0.0], [0.4], [0.9]])      # steps of 0.25 (exact in binary)
+    seen = []
+
+    def objective(v, idx):
+        seen.append(idx.tolist())
+        return v.sum(1), v.sum(1) > 1.0
+
+    res = attacks.ascend(objective, lambda k: v0, lambda v, idx: v, steps=6, alpha=0.25, step_rule="l2",
+                         restarts=2, freeze_success=True)
+    assert bool(res.success.all())
+    # the third breaks at step 1, the second at step 3, the first at step 5; restart 2 never runs
+    assert seen == [[0, 1, 2], [0, 1, 2], [0, 1], [0, 1], [0], [0]]
+    assert torch.allclose(res.x.flatten(), torch.tensor([1.25, 1.15, 1.15]))
+    assert res.success_trace[0, :, 2].tolist() == [False] + [True] * 6
+    assert res.success_trace[0, :, 0].tolist() == [False] * 5 + [True] * 2
+    assert bool(res.success_trace[1:].all())

@@ -218,11 +218,14 @@ def test_rotate_and_noise():
     assert torch.allclose(cal.rotate(x, 90.0), torch.rot90(x, 1, (2, 3)), atol=1e-5)
     per_image = cal.rotate(x, torch.tensor([0.0, 90.0, -90.0]))
     assert torch.allclose(per_image[2], torch.rot90(x[2], -1, (1, 2)), atol=1e-5)
-    xn = cal.gaussian_noise(x, 0.3, torch.Generator().manual_seed(0))
+    xn = cal.add_gaussian_noise(x, 0.3, torch.Generator().manual_seed(0))
     assert xn.min() >= 0 and xn.max() <= 1 and not torch.equal(xn, x)
-    assert torch.equal(cal.gaussian_noise(x, 0.0), x)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(xn, (x + 0.3 * noise).clamp(0.0, 1.0))
+    assert torch.equal(cal.add_gaussian_noise(x, 0.0), x)
+    assert cal.gaussian_noise is cal.add_gaussian_noise  # the chapters' name
     with pytest.raises(ValueError):
-        cal.gaussian_noise(x, -1.0)
+        cal.add_gaussian_noise(x, -1.0)
 
 
 def test_spearman_and_bootstrap():

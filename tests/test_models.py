@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from robustvae.models import LIKELIHOODS, VAE, Classifier, gaussian_kl
+from robustvae.models import KL_FORMS, LIKELIHOODS, VAE, Classifier, gaussian_kl
 
 
 def test_classifier_shapes(tiny_images):
@@ -37,6 +37,39 @@ def test_gaussian_kl_matches_torch_distributions():
     expected = torch.distributions.kl_divergence(q, p).sum(-1)
     assert torch.allclose(gaussian_kl(mu, log_var), expected, atol=1e-5)
     assert torch.allclose(gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3)), torch.zeros(2))
+
+
+
+@pytest.mark.parametrize("form", KL_FORMS)
+def test_gaussian_kl_between_two_gaussians_matches_torch_distributions(form):
+    g = torch.Generator().manual_seed(0)
+    mu, log_var, mu_p, log_var_p = (torch.randn(5, 3, generator=g, dtype=torch.float64) for _ in range(4))
+    q = torch.distributions.Normal(mu, (0.5 * log_var).exp())
+    p = torch.distributions.Normal(mu_p, (0.5 * log_var_p).exp())
+    expected = torch.distributions.kl_divergence(q, p).sum(-1)
+    got = gaussian_kl(mu, log_var, mu_p, log_var_p, form=form)
+    assert got.shape == (5,)
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(gaussian_kl(mu, log_var, mu, log_var, form=form), torch.zeros(5, dtype=torch.float64))
+    # against N(0, I) the two-Gaussian form reduces to the prior KL
+    zeros = torch.zeros_like(mu)
+    assert torch.allclose(gaussian_kl(mu, log_var, zeros, zeros, form=form), gaussian_kl(mu, log_var), rtol=1e-12)
+
+
+def test_gaussian_kl_rejects_half_a_second_gaussian_and_unknown_forms():
+    mu = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="both"):
+        gaussian_kl(mu, mu, mu_p=mu)
+    with pytest.raises(ValueError, match="Unknown form"):
+        gaussian_kl(mu, mu, mu, mu, form="nope")
+
+
+def test_gaussian_kl_callers_share_the_one_function():
+    from robustvae import attacks, perturbation
+    g = torch.Generator().manual_seed(1)
+    a, b, c, d = (torch.randn(4, 6, generator=g) for _ in range(4))
+    assert torch.equal(attacks.latent_kl(a, b, c, d), gaussian_kl(a, b, c, d, form="quotient"))
+    assert torch.equal(perturbation.cvae_kl(a, b, c, d), gaussian_kl(a, b, c, d, form="log-difference"))
 
 
 def test_bernoulli_log_likelihood_by_hand():

@@ -52,3 +52,40 @@ def test_wilson_interval_matches_rrobust_and_covers_at_its_level():
     assert abs(np.mean(hits) - 0.95) < 0.02
     with pytest.raises(ValueError):
         stats.wilson_interval(5, 3)
+
+
+def test_bootstrap_draws_are_seeded_resamples_in_the_order_of_one_generator():
+    draws = list(stats.bootstrap_draws(7, 5, seed=3))
+    assert len(draws) == 5 and all(d.shape == (7,) and d.min() >= 0 and d.max() < 7 for d in draws)
+    # one sample: the b-th draw of one generator, i.e. the rows of a single (n_boot, n) draw
+    assert np.array_equal(np.stack(draws), np.random.default_rng(3).integers(0, 7, size=(5, 7)))
+    assert all(np.array_equal(a, b) for a, b in zip(draws, stats.bootstrap_draws(7, 5, seed=3)))
+    # several samples: one tuple per resample, drawn in the order of the sizes
+    rng = np.random.default_rng(1)
+    for i_a, i_b in stats.bootstrap_draws((4, 9), 3, seed=1):
+        assert np.array_equal(i_a, rng.integers(0, 4, 4)) and np.array_equal(i_b, rng.integers(0, 9, 9))
+    assert list(stats.bootstrap_draws(4, 0)) == []
+
+
+def test_bootstrap_ci_is_paired_percentile_and_keeps_infinities():
+    v = np.random.default_rng(0).normal(size=50)
+    est, lo, hi = stats.bootstrap_ci(np.mean, v, n_boot=300, seed=2)
+    means = [v[i].mean() for i in stats.bootstrap_draws(50, 300, seed=2)]
+    assert est == v.mean() and (lo, hi) == tuple(np.quantile(means, [0.025, 0.975]))
+    # paired: a statistic of (v, v) sees the same indices in both arrays
+    assert stats.bootstrap_ci(lambda a, b: float(np.abs(a - b).max()), v, v, n_boot=50)[1:] == (0.0, 0.0)
+    _, lo, hi = stats.bootstrap_ci(np.median, np.array([1.0, 2.0, np.inf, np.inf, np.inf]), n_boot=100)
+    assert hi == np.inf and not np.isnan(lo)
+    with pytest.raises(ValueError, match="one length"):
+        stats.bootstrap_ci(np.mean, v, v[:3])
+    with pytest.raises(ValueError, match="level"):
+        stats.bootstrap_ci(np.mean, v, level=1.0)
+
+
+def test_the_modules_bootstraps_draw_from_stats():
+    from robustvae import calibration
+    assert calibration.bootstrap_ci is stats.bootstrap_ci
+    v = np.random.default_rng(4).normal(size=30)
+    idx = np.random.default_rng(9).integers(0, 30, size=(200, 30))  # the one-call draw mean_ci made before
+    m, lo, hi = calibration.mean_ci(v, method="bootstrap", n_boot=200, seed=9)
+    assert (lo, hi) == tuple(float(q) for q in np.quantile(v[idx].mean(1), [0.025, 0.975]))
