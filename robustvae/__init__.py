@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 SUBMODULES = (
     "attacks", "cache", "calibration", "certify", "claims", "consistency", "data", "fingerprint",
     "lipschitz", "models", "numerics", "ood", "perturbation", "plotting", "purify", "rrobust", "runs", "stats",
-    "scorecard", "tables", "tcvae", "training", "utils",
+    "score", "scorecard", "tables", "tcvae", "training", "utils",
 )
 
 #: The names of the package face, and the module each lives in.

@@ -54,7 +54,8 @@ from .utils import check_choice, check_fields, check_positive, resolve_device
 __all__ = [
     "FAMILIES", "SET_FAMILIES", "GENERATORS", "METHODS", "rts", "sample_rts_params", "elastic", "perturb", "make_pairs", "split_train_val",
     "PerturbationCVAE", "CVAEConfig", "get_cvae", "cvae_kl", "latent_radius", "sample_set", "latent_pgd",
-    "approximation_error", "rts_grid", "distance_to_family", "RobustClassifierConfig", "get_robust_classifier",
+    "approximation_error", "rts_grid", "distance_to_family", "grid_worst_case", "grid_accuracy", "RobustClassifierConfig",
+    "get_robust_classifier",
 ]
 
 #: The true perturbation families; a set is learned for one of them or for ``"both"`` (a mixture).
@@ -553,11 +554,18 @@ def approximation_error(cvae: PerturbationCVAE, x: torch.Tensor, x_tilde: torch.
     return torch.cat(out)
 
 
-def rts_grid(n_angle: int = 13, n_scale: int = 7, n_shift: int = 5) -> torch.Tensor:
-    """A regular grid over the RTS ranges: ``(n_angle * n_scale * n_shift**2, 4)`` parameters."""
-    a = torch.linspace(-MAX_ANGLE, MAX_ANGLE, n_angle)
-    s = torch.linspace(*SCALES, n_scale)
-    t = torch.linspace(-MAX_SHIFT, MAX_SHIFT, n_shift)
+def rts_grid(n_angle: int = 13, n_scale: int = 7, n_shift: int = 5, magnitude: float = 1.0) -> torch.Tensor:
+    """A regular grid over the RTS ranges: ``(n_angle * n_scale * n_shift**2, 4)`` parameters.
+
+    ``magnitude`` in (0, 1] shrinks every range about the identity by that factor (angles in
+    ``+-magnitude * MAX_ANGLE``, scales in ``1 +- magnitude * (SCALES[1] - 1)``, shifts in
+    ``+-magnitude * MAX_SHIFT``): grids of growing magnitude give a worst case that grows with
+    the size of the perturbation."""
+    if not 0 < magnitude <= 1:
+        raise ValueError(f"magnitude must lie in (0, 1], got {magnitude}.")
+    a = torch.linspace(-MAX_ANGLE * magnitude, MAX_ANGLE * magnitude, n_angle)
+    s = torch.linspace(1 - (1 - SCALES[0]) * magnitude, 1 + (SCALES[1] - 1) * magnitude, n_scale)
+    t = torch.linspace(-MAX_SHIFT * magnitude, MAX_SHIFT * magnitude, n_shift)
     return torch.cartesian_prod(a, s, t, t)
 
 
@@ -580,6 +588,59 @@ def distance_to_family(samples: torch.Tensor, x: torch.Tensor, grid: torch.Tenso
         dist[:, j], idx = d.min(dim=1)
         best[:, j] = grid[idx]
     return dist, best
+
+
+@torch.no_grad()
+def grid_worst_case(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor | None = None,
+                    batch_size: int = 1000) -> torch.Tensor:
+    """The worst case of ``classifier`` over a grid of *true* RTS perturbations of each image.
+
+    Every image of ``x`` is rotated, scaled and translated by the parameter rows of ``grid``
+    (:func:`rts_grid`'s by default; a grid with an odd number of values per axis contains the
+    identity) and classified. Returns ``(B,)`` bool: True where every transformed copy of the
+    image is classified ``y``. The search is exhaustive, so on the grid this worst case is exact
+    (unlike a gradient attack's). An image leaves the search at its first misclassified copy,
+    and the grid points are visited farthest from the identity first (largest angle, scale and
+    shift, normalised by their ranges), where failures are likeliest: the verdicts are those of
+    the full search at a fraction of its ``B * G`` classifier evaluations.
+    """
+    grid = rts_grid() if grid is None else grid
+    if grid.ndim != 2 or grid.shape[1] != 4 or len(grid) == 0:
+        raise ValueError(f"grid must have shape (G, 4) with G >= 1, got {tuple(grid.shape)}.")
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length: {len(x)} and {len(y)}.")
+    span = torch.tensor([MAX_ANGLE, (SCALES[1] - SCALES[0]) / 2, MAX_SHIFT, MAX_SHIFT])
+    far = ((grid - torch.tensor([0.0, 1.0, 0.0, 0.0])) / span).abs().sum(1)
+    robust = torch.ones(len(x), dtype=torch.bool)
+    for params in grid[torch.argsort(far, descending=True, stable=True)]:
+        left = torch.nonzero(robust).flatten()
+        if len(left) == 0:
+            break
+        robust[left] = _correct_under(classifier, x[left], y[left], params, batch_size)
+    return robust
+
+
+@torch.no_grad()
+def grid_accuracy(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor | None = None,
+                  batch_size: int = 1000) -> torch.Tensor:
+    """``(G,)``: the accuracy of ``classifier`` on ``x`` transformed by each row of ``grid`` (true RTS
+    perturbations, :func:`rts`); ``B * G`` classifier evaluations."""
+    grid = rts_grid() if grid is None else grid
+    return torch.stack([_correct_under(classifier, x, y, p, batch_size).float().mean() for p in grid])
+
+
+def _correct_under(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor,
+                   batch_size: int) -> torch.Tensor:
+    """Per image: is ``rts(x, params)`` (one parameter row for all) classified ``y``? In eval mode."""
+    was_training = classifier.training
+    classifier.eval()
+    dev = next((q.device for q in classifier.parameters()), x.device)
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        out.append(classifier(rts(xb, params.expand(len(xb), 4)).to(dev)).argmax(1).cpu() == y[i:i + batch_size].cpu())
+    classifier.train(was_training)
+    return torch.cat(out)
 
 
 # ---------------------------------------------------------------------------------------

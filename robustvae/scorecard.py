@@ -53,6 +53,7 @@ from . import consistency as cons
 from . import rrobust as rr
 
 __all__ = [
+    "evaluate",
     "COLUMNS",
     "Estimate",
     "bootstrap",
@@ -355,3 +356,12 @@ def normalise_columns(values: pd.DataFrame) -> pd.DataFrame:
         out[c] = scaled if COLUMNS[c][1] else 1 - scaled
         out.loc[values[c].isna(), c] = np.nan
     return out
+
+
+def evaluate(vae, *args, **kwargs):
+    """Score any VAE (a model with ``encode`` and ``decode``) on every column of this module,
+    with the chapter's sample sizes: :func:`robustvae.score.evaluate`, which holds the model
+    protocol, the sizes and the report (imported on first use: it imports this module)."""
+    from .score import evaluate as _evaluate
+
+    return _evaluate(vae, *args, **kwargs)

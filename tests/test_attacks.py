@@ -457,9 +457,10 @@ def test_freezing_successes_breaks_the_same_images_with_fewer_evaluations(tiny_c
         assert n_frozen == n_plain
 
 
-def test_freezing_is_automatic_only_for_deterministic_models(tiny_classifier_and_data):
-    """The default freezes a model in eval mode, not one with dropout in training mode, not a
-    model that declares itself stochastic, not a plain callable."""
+def test_freezing_is_allowed_only_for_deterministic_models(tiny_classifier_and_data):
+    """Freezing is off by default; ``None`` freezes a model in eval mode, not one with dropout in
+    training mode, not a model that declares itself stochastic, not a plain callable; asking
+    for it on a stochastic model or with EOT is an error."""
     from robustvae.attacks import _deterministic
     model, x, y = tiny_classifier_and_data
     assert _deterministic(model.eval())
@@ -478,6 +479,18 @@ def test_freezing_is_automatic_only_for_deterministic_models(tiny_classifier_and
     assert not _deterministic(nn.Sequential(nn.Dropout(0.5), model).train())
     assert not _deterministic(lambda v: model(v))
     model.eval()
+    with pytest.raises(ValueError, match="deterministic"):
+        attacks.pgd(Noisy(model), x, y, eps=0.1, steps=2, freeze_success=True)
+    with pytest.raises(ValueError, match="deterministic"):
+        attacks.pgd(model, x, y, eps=0.1, steps=2, eot=2, freeze_success=True)
+    # the default returns the highest-loss fooling iterate, not the first one
+    plain = attacks.pgd(model, x, y, eps=0.3, steps=10, return_result=True, generator=torch.Generator().manual_seed(0))
+    auto = attacks.pgd(model, x, y, eps=0.3, steps=10, return_result=True, freeze_success=None,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plain.success, auto.success)
+    fooled = plain.success
+    if bool(fooled.any()):
+        assert bool((plain.value[fooled] >= auto.value[fooled] - 1e-6).all())
 
 
 def test_freezing_needs_a_success_signal():

@@ -202,3 +202,42 @@ def test_cvae_and_classifier_go_through_the_cache():
     assert h1 == h2 and len(h1["val_elbo"]) == 1 and math.isfinite(h1["val_elbo"][0])
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     assert rv.cache.checkpoint_path(cfg).exists()
+
+
+def test_grid_worst_case_is_the_minimum_over_the_grid():
+    """A classifier that is right only on the untransformed image (it recognises one exact
+    image) is robust on no grid that moves the image, and on a grid holding only the identity
+    it is right everywhere; the early-exit search gives the verdicts of the exhaustive one."""
+    torch.manual_seed(0)
+    x = torch.zeros(4, 1, 28, 28)
+    x[:, :, 10:18, 12:16] = 1.0                          # a bar: rotation and shifts move it
+    y = torch.tensor([0, 0, 0, 0])
+
+    class Exact(nn.Module):
+        def forward(self, v):
+            same = (v - x[:1]).flatten(1).abs().amax(1) < 1e-4
+            return torch.stack([same.float(), (~same).float()], 1)
+
+    clf = Exact()
+    identity = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    assert bool(P.grid_worst_case(clf, x, y, identity).all())
+    assert P.grid_accuracy(clf, x, y, identity).tolist() == [1.0]
+    grid = P.rts_grid(3, 3, 3)                          # 81 points, identity among them
+    assert not bool(P.grid_worst_case(clf, x, y, grid, batch_size=3).any())
+    acc = P.grid_accuracy(clf, x, y, grid, batch_size=3)
+    centre = ((grid - identity).abs().sum(1) < 1e-6).nonzero().flatten()
+    assert len(centre) == 1 and acc[centre].item() == 1.0 and acc.sum().item() == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        P.grid_worst_case(clf, x, y, torch.zeros(3, 3))
+
+
+def test_grid_worst_case_agrees_with_the_exhaustive_search(digits):
+    """On a real (tiny) classifier and random digits: robust exactly where every grid point is
+    classified correctly, whatever order the early-exit search visits them in."""
+    x, y = digits
+    x, y = x[:24], y[:24]
+    torch.manual_seed(1)
+    clf = rv.Classifier(width=4).eval()
+    grid = P.rts_grid(3, 3, 3)
+    per_point = torch.stack([P._correct_under(clf, x, y, p, 10) for p in grid])   # (G, B)
+    assert torch.equal(P.grid_worst_case(clf, x, y, grid, batch_size=10), per_point.all(0))
