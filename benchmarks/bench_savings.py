@@ -38,6 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from robustvae import numerics  # noqa: E402
+
+numerics.pin_environment()   # the book's kernels (AVX2, 2 threads): set before torch loads them
 import torch  # noqa: E402
 
 import robustvae as rv  # noqa: E402

@@ -269,6 +269,33 @@ def _profile_section() -> list[str]:
     return lines
 
 
+def _savings_section() -> list[str]:
+    """Each saving timed against the code it replaced (``cpu2_savings.json``, ``bench_savings.py``)."""
+    res = _load_json("cpu2_savings.json", required=False)
+    if not res:
+        return []
+    rows = []
+    for name, v in res["savings"].items():
+        extra = ""
+        if "same_images_fooled" in v:
+            extra = "same images fooled" if v["same_images_fooled"] else "**different images fooled**"
+        rows.append([name, f"{v['old_median_s']:.2f}", f"{v['new_median_s']:.2f}", f"{v['ratio']:.2f}x", extra])
+    return [
+        "### What each saving buys",
+        "",
+        "`benchmarks/bench_savings.py` times each change against the code it replaced, the two",
+        "alternating in one process (median of the repeats; seconds):",
+        "",
+        _table(["work", "before", "after", "ratio", "note"], rows),
+        "",
+        "Freezing fooled images is measured but not used by the book: it keeps every verdict on the",
+        "attacked model, but returns each fooled image at its first fooling step, and such images",
+        "transfer worse (chapter 4's oblivious attack, chapter 9's detection column), so",
+        "`attacks.pgd` freezes only when asked (`freeze_success=True`).",
+        "",
+    ]
+
+
 def _numerics_section() -> list[str]:
     """The pinned numerics and what they were measured to do (``cpu2_numerics.json``)."""
     res = _load_json("cpu2_numerics.json", required=False)
@@ -358,6 +385,7 @@ def render() -> str:
         "",
         *_pinned_times_section(),
         *_profile_section(),
+        *_savings_section(),
         "## Throughput of the hot loops",
         "",
         "`benchmarks/bench_throughput.py`, fresh models on mnist-5k batches. Each ratio against",
