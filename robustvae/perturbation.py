@@ -54,7 +54,7 @@ from .utils import check_choice, check_fields, check_positive, resolve_device
 __all__ = [
     "FAMILIES", "SET_FAMILIES", "GENERATORS", "METHODS", "rts", "sample_rts_params", "elastic", "perturb", "make_pairs", "split_train_val",
     "PerturbationCVAE", "CVAEConfig", "get_cvae", "cvae_kl", "latent_radius", "sample_set", "latent_pgd",
-    "approximation_error", "rts_grid", "distance_to_family", "grid_worst_case", "grid_accuracy", "RobustClassifierConfig",
+    "approximation_error", "rts_grid", "distance_to_family", "grid_worst_case", "RobustClassifierConfig",
     "get_robust_classifier",
 ]
 
@@ -618,15 +618,6 @@ def grid_worst_case(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, gri
             break
         robust[left] = _correct_under(classifier, x[left], y[left], params, batch_size)
     return robust
-
-
-@torch.no_grad()
-def grid_accuracy(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor | None = None,
-                  batch_size: int = 1000) -> torch.Tensor:
-    """``(G,)``: the accuracy of ``classifier`` on ``x`` transformed by each row of ``grid`` (true RTS
-    perturbations, :func:`rts`); ``B * G`` classifier evaluations."""
-    grid = rts_grid() if grid is None else grid
-    return torch.stack([_correct_under(classifier, x, y, p, batch_size).float().mean() for p in grid])
 
 
 def _correct_under(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor,
