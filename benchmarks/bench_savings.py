@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from robustvae import numerics  # noqa: E402
 
-numerics.pin_environment()   # the book's kernels (AVX2, 2 threads): set before torch loads them
+numerics.pin_environment()   # the book's kernels (AVX2, 1 thread): set before torch loads them
 import torch  # noqa: E402
 
 import robustvae as rv  # noqa: E402

@@ -12,7 +12,7 @@ from the model cache instead (trained first if the cache lacks it: minutes).
     python benchmarks/bench_score.py --sizes book       # chapter 9's sizes (issue 22: under 5 minutes)
     python benchmarks/bench_score.py --sizes book --book-classifier --out benchmarks/results/cpu2_score_book.json
 
-The process is pinned as the book's are (2 threads, AVX2 kernels); ``ROBUSTVAE_NUMERICS=native``
+The process is pinned as the book's are (1 thread, AVX2 kernels); ``ROBUSTVAE_NUMERICS=native``
 in the environment runs with the machine's own kernels and ``OMP_NUM_THREADS`` instead.
 """
 

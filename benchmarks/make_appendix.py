@@ -33,6 +33,8 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 APPENDIX = ROOT / "book" / "appendix_reproducing.md"
@@ -200,6 +202,65 @@ def _reruns_table(files: dict[str, Path], key_numbers: dict | None = None) -> tu
     return _table(header, rows), "In these runs " + "; ".join(totals) + "."
 
 
+def _parallel_section() -> list[str]:
+    """The book's wall time as ``make book`` runs it (``cpu2_book_parallel.json``, ``time_book.py``)
+    and the thread measurement behind it (``cpu2_threads.json``, ``bench_threads.py``)."""
+    res = _load_json("cpu2_book_parallel.json", required=False)
+    if not res:
+        return []
+    modes = [m for m in ("cold", "warm") if m in res]
+    rows = []
+    for ch in res["cold"]["chapters"]:
+        row = [f"`{ch}`"]
+        for m in modes:
+            c = res[m]["chapters"].get(ch)
+            row += [f"{c['started_s']:.0f}-{c['finished_s']:.0f}", f"{c['wall_s']:.0f}"] if c else ["-", "-"]
+        rows.append(row)
+    header = ["chapter"] + [h for m in modes for h in (f"{m}: from-to (s)", f"{m}: wall (s)")]
+    ref = sum(res["reference_s"]) / len(res["reference_s"])
+    lines = [
+        "## How long the book takes",
+        "",
+        f"`benchmarks/time_book.py` runs `python -m robustvae.runs book` as `make book` does (commit",
+        f"`{res.get('commit', '?')}`, {res['machine']['cpus']} cores): {res['jobs']} chapters at once, each",
+        "on one thread, started chapter 1 first and then the longest first; a chapter that reads",
+        "another's notebook waits for it. *Cold*: from an empty model cache, as a new reader's first",
+        "`make book`"
+        + (" (this run's cache was not empty)" if not res.get("empty_cache", True) else "")
+        + "; *warm*: every chapter again with every model cached. Seconds since the first start:",
+        "",
+        _table(header, rows),
+        "",
+    ]
+    for m in modes:
+        r = res[m]
+        verdict = "within" if r["within_budget"] else "**over**"
+        lines.append(
+            f"- {m.capitalize()}: {r['wall_s'] / 60:.1f} minutes, {r['units']:.0f} reference workloads "
+            f"({ref:.2f} s each here); the budget of the slower machine of our kind is "
+            f"{res['budget'][m + '_units']:.0f}: {verdict}."
+            + (f" The guide's {res['budget']['guide_s'] // 60} minutes on this machine: "
+               f"{'within' if r['within_guide'] else '**over**'}." if "within_guide" in r else ""))
+    if "warm" in res:
+        changed = res["warm"].get("glued_values_that_changed", [])
+        lines.append(f"- The warm run recomputed every number: {res['warm'].get('glued_values_compared', 0)} "
+                     "glued values, " + ("all identical to the cold run's." if not changed else
+                                         f"**{len(changed)} differ**: {', '.join(changed[:10])}."))
+    lines.append("")
+    thr = _load_json("cpu2_threads.json", required=False)
+    if thr:
+        two = thr["two_sets_s"]
+        lines += [
+            "Why one thread per chapter: `benchmarks/bench_threads.py` times the book's workloads",
+            "(training, PGD through a purifier and on the classifier, an L-BFGS-B margin search) in one",
+            f"process on two threads, and in two one-thread processes at once. Two workload sets took",
+            f"{two['2 threads']:.1f} s on two threads, one after the other, and {two['2 x 1 thread']:.1f} s as two",
+            f"one-thread processes side by side: {thr['throughput_2x1_over_2threads']:.2f}x the throughput.",
+            "",
+        ]
+    return lines
+
+
 def _pinned_times_section() -> list[str]:
     """Chapter times with the pinned numerics (``cpu2_book_pinned.json``), if measured."""
     res = _load_json("cpu2_book_pinned.json", required=False)
@@ -303,11 +364,11 @@ def _numerics_section() -> list[str]:
         "## The same numbers on every machine",
         "",
         "Every kernel that computes the book's numbers runs with pinned numerics",
-        "(`robustvae/numerics.py`): 2 intra-op threads, and PyTorch, oneDNN, MKL and NumPy capped at",
+        "(`robustvae/numerics.py`): 1 intra-op thread, and PyTorch, oneDNN, MKL and NumPy capped at",
         "AVX2 kernels, so every x86-64 machine with AVX2 trains the same weights to the bit. The",
         "notebook tests compare integers and text exactly and floats within a relative 1e-4 plus one",
         "unit in the last printed digit; figures by a fingerprint of their data. CI runs the tests",
-        "with `OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default`, as another machine, from an empty cache.",
+        "with `OMP_NUM_THREADS=2 ATEN_CPU_CAPABILITY=default`, as another machine, from an empty cache.",
         "",
     ]
     if not res:
@@ -333,6 +394,54 @@ def _numerics_section() -> list[str]:
 
 def _stand_ins(res: dict) -> list[str]:
     return sorted({r["machine"] for r in res["runs"]})
+
+
+def _seeds_section() -> list[str]:
+    """Do the findings hold across seeds? (``seeds_findings.csv`` from ``seed_findings.py``)."""
+    path = RESULTS / "seeds_findings.csv"
+    if not path.exists():
+        return []
+    first = path.read_text().splitlines()[0]
+    commit = first.split("commit ")[-1].split(";")[0] if first.startswith("#") else "?"
+    df = pd.read_csv(path, comment="#")
+    seeds = [c for c in df.columns if c.startswith("seed_")]
+    names = ", ".join(c.split("_")[1] for c in seeds)
+    rows = []
+    for ch, g in df[df["kind"] == "finding"].groupby("chapter", sort=True):
+        held = g["held"].str.split(" of ")
+        every = sum(int(a) == int(b) and int(b) == len(seeds) for a, b in held)
+        rows.append([f"`{ch}`", str(len(g)), str(every),
+                     str(sum(int(a) < int(b) for a, b in held)),
+                     str(sum(int(b) < len(seeds) for a, b in held))])
+    not_all = df[(df["kind"] == "finding") & df["held"].str.split(" of ").apply(lambda t: t[0] != t[1])]
+    detail = [[f"`{r.chapter[:2]}` #{r.number}", r.claim.replace("|", "/"), *[getattr(r, c) for c in seeds]]
+              for r in not_all.itertuples()]
+    checks = df[df["kind"] == "check"]
+    checks_failed = checks[checks["held"].str.split(" of ").apply(lambda t: t[0] != t[1])]
+    lines = [
+        "## Do the findings hold across seeds?",
+        "",
+        f"Chapters 1 to 9 rerun with training seeds {names} (seed 0 is the book's own run; every model",
+        "retrained from its seed, data order included), each claim compared by its text",
+        f"(`benchmarks/seed_findings.py`, commit `{commit}`). Per chapter: its findings, how many held on",
+        "every seed, how many failed on at least one, and how many a rerun did not check (a finding",
+        "whose condition was not met on that seed, or a chapter that did not finish):",
+        "",
+        "```bash",
+        ".venv/bin/python -m robustvae.runs rerun 01 02 03 04 05 06 07 08 09 --name seed-1 -p seed=1",
+        ".venv/bin/python -m robustvae.runs rerun 01 02 03 04 05 06 07 08 09 --name seed-2 -p seed=2",
+        ".venv/bin/python benchmarks/seed_findings.py --runs seed-1 seed-2",
+        "```",
+        "",
+        _table(["chapter", "findings", "held on every seed", "failed on a seed", "not checked on a seed"], rows),
+        "",
+    ]
+    if detail:
+        lines += ["The findings that did not hold on every seed where they were checked:", "",
+                  _table(["finding", "claim", *[f"seed {c.split('_')[1]}" for c in seeds]], detail), ""]
+    lines += [f"Checks (the construction or a theorem working): {len(checks)}, of which "
+              f"{len(checks_failed)} failed on some seed.", ""]
+    return lines
 
 
 def render() -> str:
@@ -369,7 +478,11 @@ def render() -> str:
         "(`requirements.lock`). A chapter that fails leaves its notebook as it was.",
         "",
         *_numerics_section(),
-        "## Time and memory per chapter",
+        *_parallel_section(),
+        "## Time and memory per chapter, one chapter at a time",
+        "",
+        "The measurements below are older: each chapter alone on two threads, as the book ran until the",
+        "section above. They give each chapter's memory and where its time goes.",
         "",
         f"Measured by `benchmarks/bench_book.py` on the reference machine ({machine.get('cpus', '?')} cores, "
         f"torch {machine.get('torch', '?')} with {machine.get('torch_threads', '?')} threads, Python "
@@ -476,6 +589,7 @@ def render() -> str:
             "",
         ]
     parts += [
+        *_seeds_section(),
         "## One sweep: the OOD claims over two seeds",
         "",
         "Chapter 2 rerun with seeds 0 (the book's run) and 1: every model retrained from another seed.",

@@ -11,6 +11,11 @@ same config share one file. The folder is
 ``$ROBUSTVAE_CACHE`` or, by default, the user's cache directory (``~/.cache/robustvae/models``
 on Linux).
 
+Several processes may share the folder (the book runs two chapters at once, a sweep runs many):
+a checkpoint is trained under a lock file beside it (``NAME.pt.lock``, :mod:`filelock`), so a
+second process asking for the same config while the first trains it waits, then loads the
+first one's checkpoint instead of training the same model again.
+
 A file that cannot be read, whose stored config differs from the one asked for, or whose
 weights do not fit the model is retrained with a warning and overwritten: it is never loaded
 silently. Training runs inside a forked random state, so the caller's random numbers are the
@@ -37,6 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from platformdirs import user_cache_dir
 from torch import nn
 
@@ -199,6 +205,22 @@ def load_or_train(
     The model is returned in ``eval()`` mode.
     """
     path = checkpoint_path(config)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("robustvae.cache: waiting for another process that is training %s (%s)",
+                 getattr(config, "kind", "model"), path.name)
+        lock.acquire()
+    try:
+        return _load_or_train_locked(path, config, build, train, device, retrain)
+    finally:
+        lock.release()
+
+
+def _load_or_train_locked(path: Path, config: Any, build: Callable[[], nn.Module],
+                          train: Callable[[nn.Module], dict], device: torch.device | str,
+                          retrain: bool) -> tuple[nn.Module, dict]:
     seed = int(getattr(config, "seed", 0))
     py_state, np_state = random.getstate(), np.random.get_state()
     try:

@@ -183,7 +183,8 @@ class Claims:
         Records ``claims_checked``, ``claims_failed`` and ``claims_failing`` (the failing claims'
         numbers in the table, e.g. ``"#2 #5"``, or ``"none"``), and by kind ``findings_checked``,
         ``findings_failed``, ``checks_checked`` and ``checks_failed``, with ``myst_nb.glue``
-        (``glue=True``), so rerun and sweep tables carry them. Strict: raises
+        (``glue=True``), so rerun and sweep tables carry them; and ``claims_detail``, one tuple
+        ``(number, kind, claimed, holds, text)`` per claim (not a column of those tables). Strict: raises
         :class:`ClaimsFailed` listing every claim that fails, finding or check. Not strict:
         prints them, loudly, and returns the table.
         """
@@ -201,6 +202,9 @@ class Claims:
                 n, k = self.counts(kind)
                 _glue(f"{kind}s_checked", n, display=False)
                 _glue(f"{kind}s_failed", k, display=False)
+            # every claim, for comparing runs claim by claim (across seeds: benchmarks/seed_findings.py)
+            _glue("claims_detail", [(i, c.kind, c.claimed, c.holds, c.text) for i, c in enumerate(self.claims, 1)],
+                  display=False)
         failed = self.failed
         lines = [(f"  - {c.text}: {c.numbers}" if c.numbers else f"  - {c.text}") + f" ({c.kind})"
                  for c in failed]

@@ -9,12 +9,17 @@ number of threads. So the book pins both, for every process that computes its nu
 ==========================  ==========  =====================================================
 setting                     pinned to   what it fixes
 ==========================  ==========  =====================================================
-``torch.set_num_threads``   2           how reductions and matrix products are split
+``torch.set_num_threads``   1           how reductions and matrix products are split
 ``ATEN_CPU_CAPABILITY``     ``avx2``    PyTorch's own vectorised kernels (not AVX-512/AMX)
 ``ONEDNN_MAX_CPU_ISA``      ``AVX2``    oneDNN's convolution kernels
 ``MKL_CBWR``                ``AVX2``    MKL's matrix products (conditional numerical repro.)
 ``NPY_DISABLE_CPU_FEATURES``  AVX-512   NumPy's SIMD loops (AVX2 at most)
 ==========================  ==========  =====================================================
+
+One thread, because the book runs two chapters at once on the 2-core machine (``python -m
+robustvae.runs book``, one chapter per core) instead of one chapter on two threads: two
+one-thread processes did 1.32x the work of one two-thread process in the same time on the book's
+workloads (training, PGD, L-BFGS-B margins; measured side by side, ``benchmarks/bench_threads.py``).
 
 Every x86-64 CPU with AVX2 (Intel since 2013, AMD since 2015) then runs the same kernels in the
 same order, whatever its generation and core count, and the numbers match to the bit. The cost,
@@ -44,8 +49,9 @@ __all__ = ["PINNED_ENV", "THREADS", "RTOL", "pinned", "pin_environment", "apply"
 
 log = logging.getLogger("robustvae.numerics")
 
-#: Intra-op threads of every computation of the book (training and evaluation).
-THREADS = 2
+#: Intra-op threads of every computation of the book (training and evaluation); the book runs
+#: ``cores // THREADS`` chapters at once (:func:`robustvae.runs.execute_book`).
+THREADS = 1
 
 #: Environment of every process that computes the book's numbers (read by the libraries on first use).
 PINNED_ENV: dict[str, str] = {
@@ -127,11 +133,12 @@ def check() -> list[str]:
 
 
 def signature() -> str:
-    """What decides this process's numerics, for cache keys: ``"pinned-v1"`` or the native settings."""
+    """What decides this process's numerics, for cache keys: ``"pinned-v2"`` (v1 was two threads) or
+    the native settings."""
     import torch
 
     if pinned() and not check():
-        return "pinned-v1"
+        return "pinned-v2"
     return (f"native:{torch.backends.cpu.get_cpu_capability()}:threads={torch.get_num_threads()}:"
             f"onednn={os.environ.get('ONEDNN_MAX_CPU_ISA', '-')}:mkl={os.environ.get('MKL_CBWR', '-')}")
 

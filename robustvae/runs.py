@@ -16,7 +16,8 @@ A third command executes the book's own notebooks in place, as ``make book`` doe
 It checks every dataset the chapters need before the first one starts, executes each chapter into a
 temporary file under ``runs/.book/`` and replaces ``book/NN_name.ipynb`` only when the chapter ran
 to its end: an interrupted or failing run leaves the book as it was (the failed notebook is kept
-under ``runs/failed/`` to read its error).
+under ``runs/failed/`` to read its error). It runs one chapter per core at once (``--jobs N`` to
+choose), each kernel on one thread; a model two chapters ask for at once is trained once.
 
 Every kernel these commands start computes with the book's pinned numerics
 (:mod:`robustvae.numerics`), so the numbers are those the book stores, on any machine.
@@ -78,6 +79,10 @@ __all__ = [
     "check_data",
     "execute_job",
     "execute_book",
+    "START_ORDER",
+    "chapter_after",
+    "start_order",
+    "default_jobs",
     "datasets_needed",
     "read_glued",
     "results_table",
@@ -131,6 +136,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # 09 scorecard
         "n_ood": 50, "n_detect": 20, "detect_steps": 10, "n_purify": 10, "purify_steps": 5,
         "n_margin": 10, "margin_steps": 5,
+        # 10 score your own VAE
+        "sizes": "smoke",
     },
     # The chapters' default sizes on full MNIST (60,000 / 10,000): needs torchvision's files
     # under $ROBUSTVAE_DATA or a network connection.
@@ -620,9 +627,26 @@ def results_table(jobs: Sequence[Job], results: Sequence[Mapping[str, Any]]):
     return pd.DataFrame(rows)
 
 
+def _commit() -> str | None:
+    """The source checkout's commit (short hash, ``+dirty`` with uncommitted changes), or None."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _write_manifest(out_dir: Path, kind: str, jobs: Sequence[Job], results: Sequence[Mapping]) -> None:
     manifest = {
         "kind": kind,
+        "commit": _commit(),
         "argv": sys.argv,
         "jobs": [{"chapter": j.notebook.stem, "output": str(j.output), "point": j.point,
                   "parameters": j.parameters, "status": r["status"], "error": r["error"],
@@ -671,20 +695,76 @@ def _code_of(path: Path) -> list[str]:
             if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
 
 
+#: The order in which ``book`` starts chapters when it runs several at once: chapter 1 first (it
+#: trains the classifier and the VAE that most chapters load), then the longest first (by the
+#: profile of the whole book, ``benchmarks/results/profile/summary.json``), so that the chapters
+#: still running at the end are short ones. Chapters not listed start last, in book order.
+START_ORDER = ("01", "08", "04", "06", "07", "03", "02", "09", "05")
+
+
+def chapter_after(source: Path | str) -> list[str]:
+    """The chapters that must have finished before ``source`` (a chapter's ``.md`` or ``.ipynb``)
+    starts, from its front matter::
+
+        robustvae:
+          after: [09_scorecard]
+
+    (for a chapter that reads another chapter's stored notebook). Models need no such entry: a
+    model asked for by two chapters at once is trained once (:func:`robustvae.cache.load_or_train`).
+    """
+    import jupytext
+
+    meta = jupytext.read(source).metadata.get("robustvae") or {}
+    after = meta.get("after") or []
+    if isinstance(after, str) or not all(isinstance(a, str) for a in after):
+        raise ValueError(f"{source}: robustvae.after must be a list of chapter names, got {after!r}.")
+    return [a.removesuffix(".ipynb").removesuffix(".md") for a in after]
+
+
+def start_order(stems: Sequence[str]) -> list[str]:
+    """``stems`` in the order :data:`START_ORDER` starts them (unlisted ones last, in book order)."""
+    rank = {num: i for i, num in enumerate(START_ORDER)}
+    return sorted(stems, key=lambda st: (rank.get(st[:2], len(rank)), st))
+
+
+def default_jobs(n_chapters: int | None = None) -> int:
+    """How many chapters ``book`` runs at once: one per :data:`robustvae.numerics.THREADS` cores
+    (two on the 2-core machine), at most ``n_chapters``."""
+    from .numerics import THREADS
+
+    n = max(1, (os.cpu_count() or 1) // THREADS)
+    return min(n, n_chapters) if n_chapters else n
+
+
 def execute_book(chapters: Sequence[str] = ("all",), *, book: Path | str | None = None,
-                 runs: Path | str | None = None, kernel: str = "python3") -> list[dict[str, Any]]:
+                 runs: Path | str | None = None, kernel: str = "python3",
+                 jobs: int | None = None) -> list[dict[str, Any]]:
     """Execute the book's chapters in place (``make book``), each only replacing its notebook on success.
 
     Before any chapter starts: the chapters exist and every dataset they need loads
-    (:func:`check_data`). Then, chapter by chapter: the cells of the ``.md`` source (after carrying
-    into it an edit made to the ``.ipynb`` in Jupyter, by ``jupytext --sync``) are executed with the
+    (:func:`check_data`), and an edit made to a chapter's ``.ipynb`` in Jupyter is carried into its
+    ``.md`` source (``jupytext --sync``). Then the cells of each ``.md`` source are executed with the
     chapter's own parameters into ``runs/.book/NN_name.ipynb``, which is moved over
-    ``book/NN_name.ipynb`` if it ran to its end. A failing chapter stops the run with
-    :class:`RuntimeError`; its executed notebook, with the error, is kept as ``runs/failed/NN_name.ipynb``
-    and the book's notebook is untouched. Returns one result per executed chapter.
+    ``book/NN_name.ipynb`` if it ran to its end.
+
+    ``jobs`` chapters run at once, each in its own process (default :func:`default_jobs`: one per
+    core, as every kernel computes on :data:`~robustvae.numerics.THREADS` thread), started in
+    :func:`start_order`; a chapter whose front matter names others in ``robustvae.after``
+    (:func:`chapter_after`) starts when they have finished. Two chapters that ask for the same
+    model at once share it: the second waits while the first trains it. The numbers do not
+    depend on ``jobs`` or the order: every model is decided by its config, and each chapter seeds
+    itself.
+
+    A failing chapter stops the run: no further chapter starts, the running ones finish (and
+    replace their notebooks if they succeed), then :class:`RuntimeError` names the failures; each
+    failed notebook, with its error, is kept as ``runs/failed/NN_name.ipynb`` and the book's
+    notebook is untouched. Returns one result per executed chapter, in book order, each with
+    ``"chapter"``, ``"started_s"`` and ``"finished_s"`` (seconds since the first start).
     """
     import shutil
     import subprocess
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
 
     import jupytext
     import nbformat
@@ -692,42 +772,84 @@ def execute_book(chapters: Sequence[str] = ("all",), *, book: Path | str | None 
     book = Path(book) if book is not None else BOOK
     runs = Path(runs) if runs is not None else book.parent / "runs"
     nbs = find_chapters(chapters, book)
-    jobs = [Job(nb, runs / ".book" / nb.name, {}, cwd=book) for nb in nbs]
-    check_data(jobs)
-    results = []
-    for job in jobs:
-        md = job.notebook.with_suffix(".md")
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
+    n_jobs = jobs or default_jobs(len(nbs))
+    check_data([Job(nb, runs / ".book" / nb.name, {}, cwd=book) for nb in nbs])
+    prepared: dict[str, Job] = {}
+    after: dict[str, list[str]] = {}
+    for nb in nbs:
+        md = nb.with_suffix(".md")
+        job = Job(nb, runs / ".book" / nb.name, {}, cwd=book)
         if md.exists():
-            if (job.notebook.stat().st_mtime > md.stat().st_mtime + 1
-                    and _code_of(job.notebook) != _code_of(md)):
+            if nb.stat().st_mtime > md.stat().st_mtime + 1 and _code_of(nb) != _code_of(md):
                 # the .ipynb was edited (in Jupyter) after its source: carry the edit into the .md first
                 subprocess.run([sys.executable, "-m", "jupytext", "--sync", "--quiet", str(md)], check=True)
             # execute the .md source's cells; the book's .ipynb is written only on success
-            source = runs / ".book" / f"{job.notebook.stem}.source.ipynb"
+            source = runs / ".book" / f"{nb.stem}.source.ipynb"
             source.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(jupytext.read(md), source)
             job = Job(source, job.output, job.parameters, cwd=job.cwd)
-        print(f"== executing {os.path.relpath(book / job.output.name)}", flush=True)
-        res = execute_job(job, kernel=kernel, progress_bar=False)
-        results.append(res)
-        target = book / job.output.name
-        if res["error"]:
-            failed = runs / "failed" / target.name
-            failed.parent.mkdir(parents=True, exist_ok=True)
-            if job.output.exists():
-                shutil.move(str(job.output), failed)
-            raise RuntimeError(f"{target.stem} failed after {res['wall_s']:.0f} s: {res['error']}\n"
-                               f"The book's {target.name} is unchanged; the executed notebook with the "
-                               f"error is {os.path.relpath(failed)}.")
-        os.replace(job.output, target)
-        print(f"   ok in {res['wall_s']:.0f} s", flush=True)
-    return results
+        prepared[nb.stem] = job
+        after[nb.stem] = [a for a in chapter_after(md if md.exists() else nb) if a != nb.stem]
+    pending = start_order(list(prepared))
+    done: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    t0 = time.perf_counter()
+    ctx = get_context("spawn")  # papermill's event loops and zmq sockets do not survive a fork
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+        running: dict[Any, tuple[str, float]] = {}
+        while pending or running:
+            if not failures:
+                for stem in list(pending):
+                    if len(running) >= n_jobs:
+                        break
+                    # a chapter waits for the chapters it reads that are part of this run
+                    if any(a in prepared and a not in done for a in after[stem]):
+                        continue
+                    pending.remove(stem)
+                    print(f"== executing {os.path.relpath(book / prepared[stem].output.name)}", flush=True)
+                    fut = pool.submit(execute_job, prepared[stem], kernel=kernel, progress_bar=False)
+                    running[fut] = (stem, time.perf_counter() - t0)
+            if not running:
+                if pending and not failures:
+                    raise ValueError(f"Chapters {', '.join(pending)} wait for each other (robustvae.after): "
+                                     "none can start.")
+                break  # after a failure: nothing left to wait for
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                stem, started = running.pop(fut)
+                try:
+                    res = fut.result()
+                except Exception as e:  # the worker process itself died
+                    res = {"status": "failed", "error": f"{type(e).__name__}: {e}", "wall_s": float("nan"),
+                           "notebook": str(prepared[stem].output), "glued": {}}
+                res.update(chapter=stem, started_s=round(started, 1),
+                           finished_s=round(time.perf_counter() - t0, 1))
+                done[stem] = res
+                target = book / prepared[stem].output.name
+                if res["error"]:
+                    failed = runs / "failed" / target.name
+                    failed.parent.mkdir(parents=True, exist_ok=True)
+                    if prepared[stem].output.exists():
+                        shutil.move(str(prepared[stem].output), failed)
+                    failures.append(f"{target.stem} failed after {res['wall_s']:.0f} s: {res['error']}\n"
+                                    f"The book's {target.name} is unchanged; the executed notebook with "
+                                    f"the error is {os.path.relpath(failed)}.")
+                    print(f"   {target.stem} FAILED after {res['wall_s']:.0f} s", flush=True)
+                else:
+                    os.replace(prepared[stem].output, target)
+                    print(f"   {target.stem} ok in {res['wall_s']:.0f} s", flush=True)
+    if failures:
+        skipped = [st for st in pending if st not in done]
+        raise RuntimeError("\n".join(failures) + (f"\nNot started: {', '.join(skipped)}." if skipped else ""))
+    return [done[st] for st in prepared if st in done]
 
 
 def _default_workers() -> int:
-    """One single-threaded Dask worker per two cores: each worker's notebook kernel runs torch,
-    which uses several threads of its own."""
-    return max(1, (os.cpu_count() or 1) // 2)
+    """One single-threaded Dask worker per :data:`robustvae.numerics.THREADS` cores: each worker's
+    notebook kernel computes on that many threads of its own."""
+    return default_jobs()
 
 
 def sweep(chapter: str, name: str, grid: Mapping[str, Sequence[Any]],
@@ -831,6 +953,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("chapters", nargs="*", default=["all"], help="chapter numbers (02), stems or 'all' (default)")
     b.add_argument("--book", type=Path, default=BOOK, help=f"folder of the chapter notebooks (default {BOOK})")
     b.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
+    b.add_argument("--jobs", type=int, default=None,
+                   help="chapters run at once (default: one per core, each on one thread)")
     sh = sub.add_parser("show", help="print chapters' parameters and the profiles")
     sh.add_argument("chapters", nargs="*", default=["all"])
     sh.add_argument("--book", type=Path, default=BOOK)
@@ -849,7 +973,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "book":
             t0 = time.perf_counter()
-            done = execute_book(args.chapters, book=args.book, kernel=args.kernel)
+            done = execute_book(args.chapters, book=args.book, kernel=args.kernel, jobs=args.jobs)
             print(f"executed {len(done)} chapter(s) in {time.perf_counter() - t0:.0f} s")
             return 0
         params = parse_assignments(args.param)

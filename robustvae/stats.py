@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from scipy.stats import binomtest, norm
 
-__all__ = ["mcnemar_exact", "wilson_interval", "bootstrap_draws", "bootstrap_ci"]
+__all__ = ["mcnemar_exact", "wilson_interval", "bootstrap_draws", "bootstrap_ci", "median_difference"]
 
 
 def mcnemar_exact(before, after, alternative: str = "greater") -> tuple[int, int, float]:
@@ -136,3 +136,15 @@ def bootstrap_ci(fn: Callable[..., float], *arrays, n_boot: int = 1000, level: f
     method = "linear" if finite else "inverted_cdf"
     lo, hi = np.quantile(vals, [0.5 - level / 2, 0.5 + level / 2], method=method)
     return float(fn(*arrs)), float(lo), float(hi)
+
+
+def median_difference(a, b, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """``(median(a) - median(b), low, high)`` for two measurements of the same inputs (the
+    margins of two models on the same images), with a paired percentile-bootstrap interval
+    (:func:`bootstrap_ci`: each resample draws inputs, keeping both of an input's values).
+
+    A difference is significant at ``level`` when the interval excludes 0. Infinite values (a
+    margin no attack reached) are allowed; two infinite medians give NaN.
+    """
+    return bootstrap_ci(lambda x, y: float(np.median(x) - np.median(y)), a, b, n_boot=n_boot, level=level,
+                        seed=seed)

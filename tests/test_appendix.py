@@ -73,3 +73,46 @@ def test_full_rerun_table_shows_the_recorded_numbers(tmp_path):
     table, _ = mod._reruns_table({"fashion-mnist": f}, {"02_ood": [("like1_auroc", "AUROC")], "01_models": [("test_acc", "acc")]})
     assert "| `02_ood` | ok, 44 | 0 of 5 | AUROC 0.403 |" in table
     assert "| `01_models` | ok, 1132 | 0 of 2 | - |" in table
+
+
+def _seed_findings():
+    spec = importlib.util.spec_from_file_location("seed_findings", ROOT / "benchmarks" / "seed_findings.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_findings_are_compared_across_seeds_claim_by_claim(tmp_path, monkeypatch):
+    mod = _seed_findings()
+    book, run1, run2 = tmp_path / "book", tmp_path / "s1", tmp_path / "s2"
+    for d in (book, run1, run2):
+        d.mkdir()
+    for d in (book, run1):
+        (d / "01_a.ipynb").write_text("{}")
+    (book / "02_b.ipynb").write_text("{}")  # the seed-1 rerun of chapter 2 did not finish
+    (run2 / "01_a.ipynb").write_text("{}")
+    (run2 / "02_b.ipynb").write_text("{}")
+    claims = {  # path -> {text: (kind, claimed, holds, number)}
+        book / "01_a.ipynb": {"x beats y": ("finding", True, True, 1), "bound holds": ("check", True, True, 2),
+                              "only here": ("finding", True, True, 3), "shown": ("finding", False, True, 4)},
+        run1 / "01_a.ipynb": {"x beats y": ("finding", True, False, 1), "bound holds": ("check", True, True, 2)},
+        run2 / "01_a.ipynb": {"x beats y": ("finding", True, True, 1), "bound holds": ("check", True, True, 2),
+                              "only here": ("finding", True, True, 3)},
+        book / "02_b.ipynb": {"z": ("finding", True, True, 1)},
+        run2 / "02_b.ipynb": {"z": ("finding", True, True, 1)},
+    }
+    monkeypatch.setattr(mod, "_claims", lambda nb: claims.get(nb))
+    table = mod.collect(book, {1: run1, 2: run2}).set_index(["chapter", "claim"])
+    assert ("01_a", "shown") not in table.index, "a claim shown but not claimed is not compared"
+    assert table.loc[("01_a", "x beats y"), ["seed_0", "seed_1", "seed_2", "held"]].tolist() == [
+        "holds", "fails", "holds", "2 of 3"]
+    assert table.loc[("01_a", "only here"), ["seed_1", "held"]].tolist() == ["not checked", "2 of 2"]
+    assert table.loc[("02_b", "z"), ["seed_1", "held"]].tolist() == ["chapter failed", "2 of 2"]
+    # the appendix section counts them per chapter and lists the finding that failed on a seed
+    app = _make_appendix()
+    monkeypatch.setattr(app, "RESULTS", tmp_path)
+    (tmp_path / "seeds_findings.csv").write_text("# commit abc123; seed 0 is the book's own run\n"
+                                                 + table.reset_index().to_csv(index=False))
+    text = "\n".join(app._seeds_section())
+    assert "| `01_a` | 2 | 0 | 1 | 1 |" in text and "| `02_b` | 1 | 0 | 0 | 1 |" in text
+    assert "| `01` #1 | x beats y | holds | fails | holds |" in text and "commit `abc123`" in text

@@ -100,3 +100,27 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
 def test_non_dataclass_config_is_rejected():
     with pytest.raises(TypeError, match="dataclass"):
         cache.config_key({"epochs": 1})
+
+
+def test_a_second_process_asking_for_a_model_in_training_waits_and_loads_it():
+    """Two chapters run at once (``runs book``) may ask for the same model: it is trained once."""
+    import threading
+    import time
+
+    cfg = VAEConfig(epochs=2)
+    started = threading.Event()
+
+    class Slow(Trainer):
+        def __call__(self, model):
+            started.set()
+            time.sleep(0.5)  # the second caller arrives while the first one trains
+            return super().__call__(model)
+
+    train, first = Slow(), {}
+    worker = threading.Thread(target=lambda: first.update(out=cache.load_or_train(cfg, _build, train)))
+    worker.start()
+    assert started.wait(10)
+    second, _ = cache.load_or_train(cfg, _build, train)
+    worker.join()
+    assert train.calls == 1, "the same model was trained twice"
+    assert torch.equal(first["out"][0].weight, second.weight)

@@ -122,10 +122,13 @@ def test_conclude_glues_the_counts_by_kind_and_the_old_names(monkeypatch, capsys
     c = _claims(dataset="fashion-mnist", strict=False)  # the tuned finding is not claimed here
     c.check("another check", False, kind="check")
     c.conclude()
+    detail = glued.pop("claims_detail")
     assert glued == {"claims_checked": 3, "claims_failed": 2, "claims_failing": "#3 #4",
                      "findings_checked": 1, "findings_failed": 1,
                      "checks_checked": 2, "checks_failed": 1}
     assert all(isinstance(v, int) for k, v in glued.items() if k != "claims_failing")
+    assert [d[:4] for d in detail] == [(i + 1, cl.kind, cl.claimed, cl.holds) for i, cl in enumerate(c.claims)]
+    assert [d[4] for d in detail] == [cl.text for cl in c.claims] and detail[2][3] is False
     glued.clear()
     ok = Claims("mnist-5k")
     ok.check("c", True, kind="check")

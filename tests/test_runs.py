@@ -249,3 +249,68 @@ def test_reruns_report_failing_claims_instead_of_stopping(tmp_path):
     strict = runs.rerun(["01"], "c2", {"a": 5, "strict_claims": True}, book=book, runs=tmp_path / "runs",
                         progress_bar=False)
     assert strict.loc[0, "status"] == "failed" and "ClaimsFailed" in strict.loc[0, "error"]
+
+
+# ------------------------------------------------------------------ the book, chapters at once
+
+
+def _md_chapter(book: Path, stem: str, body: str, after=None) -> Path:
+    """A chapter as the book has them: NN_name.md (the source) and its paired .ipynb."""
+    import jupytext
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('dataset = "mnist-5k"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["jupytext"] = {"formats": "ipynb,md:myst"}
+    if after is not None:  # kept in the .md's front matter, as book/10_score_your_vae.md has it
+        nb.metadata["robustvae"] = {"after": after}
+        nb.metadata["jupytext"]["notebook_metadata_filter"] = "robustvae"
+    book.mkdir(parents=True, exist_ok=True)
+    path = book / f"{stem}.ipynb"
+    nbformat.write(nb, path)
+    jupytext.write(nb, book / f"{stem}.md", fmt="md:myst")
+    import os
+    import time
+
+    old = time.time() - 10  # the .md is the newer source
+    os.utime(path, (old, old))
+    return path
+
+
+def test_start_order_puts_chapter_1_first_then_the_listed_order_then_the_rest():
+    stems = ["01_a", "02_b", "04_c", "08_d", "10_e", "05_f"]
+    assert runs.start_order(stems) == ["01_a", "08_d", "04_c", "02_b", "05_f", "10_e"]
+    assert runs.default_jobs(1) == 1 and runs.default_jobs() >= 1
+
+
+def test_after_is_read_from_the_front_matter_and_bad_values_are_refused(tmp_path):
+    book = tmp_path / "book"
+    assert runs.chapter_after(_md_chapter(book, "01_a", "x = 1").with_suffix(".md")) == []
+    assert runs.chapter_after(_md_chapter(book, "02_b", "x = 1", after=["01_a"]).with_suffix(".md")) == ["01_a"]
+    with pytest.raises(ValueError, match="robustvae.after must be a list"):
+        runs.chapter_after(_md_chapter(book, "03_c", "x = 1", after="01_a").with_suffix(".md"))
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        runs.execute_book(["01"], book=book, runs=tmp_path / "runs", jobs=0)
+
+
+@pytest.mark.slow
+def test_chapters_run_at_once_and_a_chapter_waits_for_the_ones_it_reads(tmp_path):
+    book = tmp_path / "book"
+    _md_chapter(book, "01_slow", "import time; time.sleep(4); print('one')")
+    _md_chapter(book, "02_free", "print('two')")
+    _md_chapter(book, "03_reads_1", "print('three')", after=["01_slow"])
+    res = {r["chapter"]: r for r in runs.execute_book(["all"], book=book, runs=tmp_path / "runs", jobs=2)}
+    assert list(res) == ["01_slow", "02_free", "03_reads_1"]
+    assert all(r["status"] == "ok" for r in res.values())
+    # 02 ran beside 01 (it started before 01 ended), 03 only after 01 ended
+    assert res["02_free"]["started_s"] < res["01_slow"]["finished_s"]
+    assert res["03_reads_1"]["started_s"] >= res["01_slow"]["finished_s"]
+    for stem, text in (("01_slow", "one"), ("02_free", "two"), ("03_reads_1", "three")):
+        assert nbformat.read(book / f"{stem}.ipynb", as_version=4).cells[1].outputs[0]["text"] == text + "\n"
+    # chapters that wait for each other are refused, not silently skipped
+    _md_chapter(book, "04_x", "x = 1", after=["05_y"])
+    _md_chapter(book, "05_y", "x = 1", after=["04_x"])
+    with pytest.raises(ValueError, match="wait for each other"):
+        runs.execute_book(["04", "05"], book=book, runs=tmp_path / "runs", jobs=2)

@@ -89,3 +89,19 @@ def test_the_modules_bootstraps_draw_from_stats():
     idx = np.random.default_rng(9).integers(0, 30, size=(200, 30))  # the one-call draw mean_ci made before
     m, lo, hi = calibration.mean_ci(v, method="bootstrap", n_boot=200, seed=9)
     assert (lo, hi) == tuple(float(q) for q in np.quantile(v[idx].mean(1), [0.025, 0.975]))
+
+
+def test_median_difference_keeps_the_pairing_of_inputs():
+    rng = np.random.default_rng(0)
+    b = rng.normal(0, 5, 40)          # inputs differ a lot from one another...
+    a = b + 0.1                       # ...but model a is 0.1 above model b on every one
+    d, lo, hi = stats.median_difference(a, b, n_boot=500)
+    assert d == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    # resampled apart, the same shift would be lost in the spread: the pairing is what shows it
+    d2, lo2, hi2 = stats.median_difference(a, rng.permutation(b), n_boot=500)
+    assert lo2 < 0 < hi2
+    # no difference: the interval holds 0; margins never broken (inf) are allowed
+    d3, lo3, hi3 = stats.median_difference(b, b[::-1], n_boot=500)
+    assert lo3 <= 0 <= hi3
+    big = np.r_[b[:30] + 3, np.full(10, np.inf)]
+    assert stats.median_difference(big, b, n_boot=200)[1] > 0

@@ -1,0 +1,112 @@
+"""Do the book's findings hold across training seeds? One table, from the book and its reruns.
+
+    # the reruns (each retrains every model from another seed; about 50 minutes each on 2 cores,
+    # or run the two at once, one per core):
+    .venv/bin/python -m robustvae.runs rerun 01 02 03 04 05 06 07 08 09 --name seed-1 -p seed=1
+    .venv/bin/python -m robustvae.runs rerun 01 02 03 04 05 06 07 08 09 --name seed-2 -p seed=2
+    # the table (seed 0 is the book's own run):
+    .venv/bin/python benchmarks/seed_findings.py --runs seed-1 seed-2
+
+Every chapter records each claim it checked (``claims_detail``, glued by
+:meth:`robustvae.claims.Claims.conclude`: number, kind, claimed, holds, text). This script reads
+them from the book's stored notebooks (seed 0) and from each rerun's executed notebooks
+(``runs/NAME/``), matches claims by chapter and text, and writes
+``results/seeds_findings.csv``: one row per claim, its verdict on each seed (``holds``,
+``fails``, ``not checked`` where that run did not check it, ``chapter failed`` where the rerun
+did not finish), and on how many seeds it held. The commit of each rerun (its manifest) and of
+the book are recorded, and a run made on other code (a commit whose ``robustvae/`` or chapter
+sources differ from HEAD's, or uncommitted changes) is refused: the table compares one version
+of the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "seeds_findings.csv"
+
+
+def _claims(nb: Path) -> dict[str, tuple[str, bool, bool, int]] | None:
+    from robustvae.runs import read_glued
+
+    detail = read_glued(nb).get("claims_detail")
+    if detail is None:
+        return None
+    return {text: (kind, claimed, holds, num) for num, kind, claimed, holds, text in detail}
+
+
+def collect(book: Path, run_dirs: dict[int, Path]) -> pd.DataFrame:
+    rows = []
+    for nb in sorted(book.glob("[0-9][0-9]_*.ipynb")):
+        base = _claims(nb)
+        if base is None:
+            continue
+        per_seed = {0: base}
+        for seed, d in run_dirs.items():
+            f = d / nb.name
+            per_seed[seed] = _claims(f) if f.exists() else None
+        for text, (kind, claimed, _, num) in base.items():
+            if not claimed:
+                continue
+            row = {"chapter": nb.stem, "number": num, "kind": kind, "claim": text}
+            held = checked = 0
+            for seed, claims in per_seed.items():
+                if claims is None:
+                    verdict = "chapter failed"
+                elif text not in claims or not claims[text][1]:
+                    verdict = "not checked"
+                else:
+                    verdict = "holds" if claims[text][2] else "fails"
+                    checked += 1
+                    held += claims[text][2]
+                row[f"seed_{seed}"] = verdict
+            row["held"] = f"{held} of {checked}"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", nargs="+", required=True, help="rerun names under runs/, e.g. seed-1 seed-2")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    run_dirs: dict[int, Path] = {}
+    for name in args.runs:
+        d = ROOT / "runs" / name
+        manifest = d / "rerun.json"
+        if not manifest.exists():
+            raise SystemExit(f"{d} has no rerun.json: run `python -m robustvae.runs rerun ... --name {name}` first.")
+        m = json.loads(manifest.read_text())
+        seeds = {j["parameters"].get("seed") for j in m["jobs"]} or {None}
+        seed = next(iter(seeds))
+        if len(seeds) != 1 or not isinstance(seed, int):
+            raise SystemExit(f"{name}: its chapters must all run with one integer seed, got {sorted(map(str, seeds))}.")
+        ran = m.get("commit") or ""
+        same = ran and not ran.endswith("+dirty") and subprocess.run(
+            ["git", "diff", "--quiet", ran, "HEAD", "--", "robustvae", "book/*.md"], cwd=ROOT).returncode == 0
+        if not same:
+            raise SystemExit(f"{name} ran on commit {ran or '?'}, and the library or the chapters have changed "
+                             f"since (HEAD {head}): rerun it.")
+        run_dirs[seed] = d
+    table = collect(ROOT / "book", run_dirs)
+    table.attrs["commit"] = head
+    args.out.write_text(f"# commit {head}; seed 0 is the book's own run\n" + table.to_csv(index=False))
+    findings = table[table["kind"] == "finding"]
+    all_held = (findings["held"].str.split(" of ").apply(lambda p: p[0] == p[1] and p[1] != "0")).sum()
+    print(f"{len(findings)} findings; held on every seed where checked: {all_held}")
+    print(findings[findings["held"].str.split(" of ").apply(lambda p: p[0] != p[1])].to_string(index=False))
+    print(f"written {args.out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
