@@ -18,7 +18,7 @@ setting                     pinned to   what it fixes
 
 One thread, because the book runs two chapters at once on the 2-core machine (``python -m
 robustvae.runs book``, one chapter per core) instead of one chapter on two threads: two
-one-thread processes did 1.32x the work of one two-thread process in the same time on the book's
+one-thread processes did 1.39x the work of one two-thread process in the same time on the book's
 workloads (training, PGD, L-BFGS-B margins; measured side by side, ``benchmarks/bench_threads.py``).
 
 Every x86-64 CPU with AVX2 (Intel since 2013, AMD since 2015) then runs the same kernels in the
