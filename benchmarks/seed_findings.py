@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{name}: its chapters must all run with one integer seed, got {sorted(map(str, seeds))}.")
         ran = m.get("commit") or ""
         same = ran and not ran.endswith("+dirty") and subprocess.run(
-            ["git", "diff", "--quiet", ran, "HEAD", "--", "robustvae", "book/*.md"], cwd=ROOT).returncode == 0
+            ["git", "diff", "--quiet", ran, "HEAD", "--", "robustvae", "book/[0-9][0-9]_*.md"], cwd=ROOT).returncode == 0
         if not same:
             raise SystemExit(f"{name} ran on commit {ran or '?'}, and the library or the chapters have changed "
                              f"since (HEAD {head}): rerun it.")
