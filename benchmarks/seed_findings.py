@@ -13,7 +13,8 @@ them from the book's stored notebooks (seed 0) and from each rerun's executed no
 (``runs/NAME/``), matches claims by chapter and text, and writes
 ``results/seeds_findings.csv``: one row per claim, its verdict on each seed (``holds``,
 ``fails``, ``not checked`` where that run did not check it, ``chapter failed`` where the rerun
-did not finish), and on how many seeds it held. The commit of each rerun (its manifest) and of
+did not finish, ``not run`` where the rerun left the chapter out; a chapter no rerun included is
+left out of the table), and on how many seeds it held. The commit of each rerun (its manifest) and of
 the book are recorded, and a run made on other code (a commit whose ``robustvae/`` or chapter
 sources differ from HEAD's, or uncommitted changes) is refused: the table compares one version
 of the code.
@@ -48,17 +49,21 @@ def collect(book: Path, run_dirs: dict[int, Path]) -> pd.DataFrame:
         base = _claims(nb)
         if base is None:
             continue
-        per_seed = {0: base}
+        per_seed: dict[int, dict | str | None] = {0: base}
         for seed, d in run_dirs.items():
             f = d / nb.name
-            per_seed[seed] = _claims(f) if f.exists() else None
+            per_seed[seed] = _claims(f) if f.exists() else "not run"
+        if all(v == "not run" for s, v in per_seed.items() if s != 0):
+            continue  # a chapter the reruns did not include
         for text, (kind, claimed, _, num) in base.items():
             if not claimed:
                 continue
             row = {"chapter": nb.stem, "number": num, "kind": kind, "claim": text}
             held = checked = 0
             for seed, claims in per_seed.items():
-                if claims is None:
+                if claims == "not run":
+                    verdict = "not run"
+                elif claims is None:
                     verdict = "chapter failed"
                 elif text not in claims or not claims[text][1]:
                     verdict = "not checked"

@@ -89,9 +89,11 @@ def test_findings_are_compared_across_seeds_claim_by_claim(tmp_path, monkeypatch
         d.mkdir()
     for d in (book, run1):
         (d / "01_a.ipynb").write_text("{}")
-    (book / "02_b.ipynb").write_text("{}")  # the seed-1 rerun of chapter 2 did not finish
+    (book / "02_b.ipynb").write_text("{}")
+    (run1 / "02_b.ipynb").write_text("{}")  # the seed-1 rerun of chapter 2 did not finish
     (run2 / "01_a.ipynb").write_text("{}")
     (run2 / "02_b.ipynb").write_text("{}")
+    (book / "03_c.ipynb").write_text("{}")  # a chapter the reruns left out
     claims = {  # path -> {text: (kind, claimed, holds, number)}
         book / "01_a.ipynb": {"x beats y": ("finding", True, True, 1), "bound holds": ("check", True, True, 2),
                               "only here": ("finding", True, True, 3), "shown": ("finding", False, True, 4)},
@@ -99,6 +101,7 @@ def test_findings_are_compared_across_seeds_claim_by_claim(tmp_path, monkeypatch
         run2 / "01_a.ipynb": {"x beats y": ("finding", True, True, 1), "bound holds": ("check", True, True, 2),
                               "only here": ("finding", True, True, 3)},
         book / "02_b.ipynb": {"z": ("finding", True, True, 1)},
+        book / "03_c.ipynb": {"w": ("finding", True, True, 1)},
         run2 / "02_b.ipynb": {"z": ("finding", True, True, 1)},
     }
     monkeypatch.setattr(mod, "_claims", lambda nb: claims.get(nb))
@@ -108,6 +111,7 @@ def test_findings_are_compared_across_seeds_claim_by_claim(tmp_path, monkeypatch
         "holds", "fails", "holds", "2 of 3"]
     assert table.loc[("01_a", "only here"), ["seed_1", "held"]].tolist() == ["not checked", "2 of 2"]
     assert table.loc[("02_b", "z"), ["seed_1", "held"]].tolist() == ["chapter failed", "2 of 2"]
+    assert "03_c" not in table.index.get_level_values("chapter")
     # the appendix section counts them per chapter and lists the finding that failed on a seed
     app = _make_appendix()
     monkeypatch.setattr(app, "RESULTS", tmp_path)
