@@ -46,6 +46,7 @@ TESTS = {
     "perturbation": ["tests/test_perturbation.py"],
     "consistency": ["tests/test_consistency.py"],
     "purify": ["tests/test_purify.py"],
+    "stats": ["tests/test_stats.py"],
 }
 #: The functions that implement the book's equations, mutated by default (``--functions all``: everything,
 #: including argument checks, plotting helpers and cached training, which costs hours per module on 2 cores).
@@ -56,6 +57,8 @@ SCOPE = {
     "ood": ["LikelihoodRatio", "InputComplexity", "BernoulliCeilingRatio", "bernoulli_entropy", "_fast_metrics", "_fpr95"],
     "tcvae": ["gaussian_log_density", "TCVAE.decomposition", "TCVAE.loss"],
     "calibration": ["bin_indices", "mean_ci", "_bin_stats", "ece", "mce", "debiased_l2_ce", "bootstrap_ci"],
+    "stats": ["mcnemar_exact", "wilson_interval", "bootstrap_draws", "_float_array", "bootstrap_ci",
+              "median_difference"],
 }
 #: Tests left out of the runner because they exercise none of SCOPE and take most of the time.
 KEYWORD = {

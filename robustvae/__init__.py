@@ -10,7 +10,8 @@ figures, tables), :mod:`~robustvae.utils` (seeds, devices, parameter checks),
 One per chapter: :mod:`~robustvae.ood` (2), :mod:`~robustvae.consistency` (3),
 :mod:`~robustvae.purify` (4), :mod:`~robustvae.calibration` (5), :mod:`~robustvae.rrobust` and
 :mod:`~robustvae.tcvae` (6), :mod:`~robustvae.lipschitz` and :mod:`~robustvae.certify` (7),
-:mod:`~robustvae.perturbation` (8), :mod:`~robustvae.scorecard` (9). Reruns and sweeps:
+:mod:`~robustvae.perturbation` (8), :mod:`~robustvae.scorecard` (9), :mod:`~robustvae.score` and
+:mod:`~robustvae.score_report` (10: scoring your own VAE). Reruns and sweeps:
 ``python -m robustvae.runs`` (:mod:`~robustvae.runs`).
 
 Submodules and the names below are imported on first use (PEP 562), so ``import robustvae`` is
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 SUBMODULES = (
     "attacks", "cache", "calibration", "certify", "claims", "consistency", "data", "fingerprint",
     "lipschitz", "models", "numerics", "ood", "perturbation", "plotting", "purify", "rrobust", "runs", "stats",
-    "score", "scorecard", "tables", "tcvae", "training", "utils",
+    "score", "score_report", "scorecard", "tables", "tcvae", "training", "utils",
 )
 
 #: The names of the package face, and the module each lives in.

@@ -37,17 +37,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from . import cache, certify, data
+from . import cache, certify
 from .models import LIKELIHOODS, VAE
-from .training import curve_split, fit, make_config, training_data, vae_metrics
-from .utils import check_choice, check_fields, check_positive, resolve_device
+from .training import DataConfig, curve_split, fit, make_config, vae_metrics
+from .utils import check_choice, check_positive, resolve_device
 
 __all__ = [
     "OUTPUT_SLOPE",
@@ -264,7 +264,7 @@ class LipschitzVAE(VAE):
 
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class LipschitzVAEConfig:
+class LipschitzVAEConfig(DataConfig):
     """Everything that determines a trained :class:`LipschitzVAE`, robustness included.
 
     The Lipschitz constants are not set by hand: they follow from the requested certified
@@ -285,8 +285,10 @@ class LipschitzVAEConfig:
     """
 
     kind: ClassVar[str] = "lipschitz-vae"
-    dataset: str = "mnist-5k"
-    n_train: int | None = None
+    CHECKS: ClassVar[dict[str, Any]] = {"choices": {"likelihood": LIKELIHOODS},
+                                        "counts": ("latent_dim", "hidden", "std_hidden"),
+                                        "positive": ("margin", "r", "decoder_lipschitz"),
+                                        "non_negative": ("beta", "std_ratio")}
     margin: float = 0.5
     r: float = 4.0
     prob: float = 0.5
@@ -299,14 +301,9 @@ class LipschitzVAEConfig:
     likelihood: str = "bernoulli"
     beta: float = 1.0
     epochs: int = 20
-    batch_size: int = 64
     lr: float = 2e-3
-    seed: int = 0
 
-    def __post_init__(self):
-        check_fields(self, choices={"dataset": data.DATASETS, "likelihood": LIKELIHOODS},
-                     counts=("latent_dim", "hidden", "std_hidden", "epochs", "batch_size"),
-                     positive=("margin", "r", "decoder_lipschitz", "lr"), non_negative=("beta", "std_ratio"), optional_counts=("n_train",))
+    def _check(self) -> None:
         if not 0 < self.prob < 1:
             raise ValueError(f"prob must lie in (0, 1), got {self.prob!r}.")
         if not 0 < self.std_fraction < 1:
@@ -347,7 +344,7 @@ def get_lipschitz_vae(config: LipschitzVAEConfig | None = None, device: str | to
     dev = resolve_device(device)
 
     def train(model: LipschitzVAE) -> dict:
-        x, y = training_data(cfg.dataset, cfg.n_train, cfg.seed)
+        x, y = cfg.training_data()
         x_test, _ = curve_split(cfg.dataset)
 
         def on_epoch(m, epoch):

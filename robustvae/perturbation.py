@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +48,8 @@ from tqdm import tqdm
 
 from . import attacks, cache, data
 from .models import Classifier, gaussian_kl
-from .training import accuracy, device_of, fit, make_config
-from .utils import check_choice, check_fields, check_positive, resolve_device
+from .training import TrainConfig, accuracy, device_of, fit, make_config
+from .utils import check_choice, check_positive, resolve_device
 
 __all__ = [
     "FAMILIES", "SET_FAMILIES", "GENERATORS", "METHODS", "rts", "sample_rts_params", "elastic", "perturb", "make_pairs", "split_train_val",
@@ -355,10 +355,14 @@ class PerturbationCVAE(nn.Module):
 
 
 @dataclass(frozen=True)
-class CVAEConfig:
+class CVAEConfig(TrainConfig):
     """Everything that determines a trained :class:`PerturbationCVAE`."""
 
     kind: ClassVar[str] = "perturbation-cvae"
+    CHECKS: ClassVar[dict[str, Any]] = {"choices": {"dataset": data.DATASETS, "family": SET_FAMILIES,
+                                                    "generator": GENERATORS},
+                                        "counts": ("n_val", "pairs_per_image", "latent_dim", "width", "hidden"),
+                                        "non_negative": ("warmup_epochs",)}
     dataset: str = "mnist-5k"
     family: str = "both"        # one of SET_FAMILIES
     n_val: int = 500            # training images held out for the validation pairs
@@ -371,12 +375,6 @@ class CVAEConfig:
     epochs: int = 8
     batch_size: int = 128
     lr: float = 2e-3
-    seed: int = 0
-
-    def __post_init__(self):
-        check_fields(self, choices={"dataset": data.DATASETS, "family": SET_FAMILIES, "generator": GENERATORS},
-                     counts=("n_val", "pairs_per_image", "latent_dim", "width", "hidden", "epochs", "batch_size"),
-                     positive=("lr",), non_negative=("warmup_epochs",))
 
     def build(self) -> PerturbationCVAE:
         return PerturbationCVAE(self.latent_dim, self.width, self.hidden, self.generator)
@@ -637,7 +635,7 @@ def _correct_under(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, para
 # ---------------------------------------------------------------------------------------
 # Robust training in the learned set
 @dataclass(frozen=True)
-class RobustClassifierConfig:
+class RobustClassifierConfig(TrainConfig):
     """A classifier trained against RTS perturbations: ``method`` one of :data:`METHODS`.
 
     ``"standard"``: cross-entropy on clean images. ``"augment"``: the mean of the clean loss and
@@ -648,22 +646,18 @@ class RobustClassifierConfig:
     """
 
     kind: ClassVar[str] = "perturbation-classifier"
+    CHECKS: ClassVar[dict[str, Any]] = {"choices": {"method": METHODS}, "counts": ("attack_steps", "width")}
     method: str = "standard"
     cvae: CVAEConfig = CVAEConfig()
     eps: float = 1.0
     attack_steps: int = 5
     epochs: int = 6
-    batch_size: int = 64
-    lr: float = 1e-3
     width: int = 32
-    seed: int = 0
 
-    def __post_init__(self):
-        check_choice("method", self.method, METHODS)
+    def _check(self) -> None:
         if not isinstance(self.cvae, CVAEConfig):
             raise ValueError(f"cvae must be a CVAEConfig, got {type(self.cvae).__name__}.")
         _check_eps(self.eps)
-        check_fields(self, counts=("attack_steps", "epochs", "batch_size", "width"), positive=("lr",))
 
 
 def get_robust_classifier(config: RobustClassifierConfig | None = None, device: str | torch.device = "auto",

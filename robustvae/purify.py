@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +46,8 @@ from torch import nn
 
 from . import attacks, cache, data
 from .models import LIKELIHOODS, VAE, gaussian_kl
-from .training import device_of, fit, get_classifier, make_config
-from .utils import check_choice, check_fields, check_positive, resolve_device
+from .training import DataConfig, device_of, fit, get_classifier, make_config
+from .utils import check_choice, check_positive, resolve_device
 
 __all__ = [
     "Purifier",
@@ -374,7 +374,7 @@ def pgd_iterates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
 
 # --- Defense-VAE --------------------------------------------------------------------------
 @dataclass(frozen=True)
-class DefenseVAEConfig:
+class DefenseVAEConfig(DataConfig):
     """Everything that determines a trained Defense-VAE (Li & Ji, 2019).
 
     The training pairs are ``(x_attacked, x_clean)``: each training image is attacked once on
@@ -388,8 +388,9 @@ class DefenseVAEConfig:
     """
 
     kind: ClassVar[str] = "defense-vae"
-    dataset: str = "mnist-5k"
-    n_train: int | None = None
+    CHECKS: ClassVar[dict[str, Any]] = {"choices": {"likelihood": LIKELIHOODS},
+                                        "counts": ("clf_epochs", "latent_dim", "width", "hidden", "pgd_steps"),
+                                        "non_negative": ("kl_weight",)}
     clf_epochs: int = 10
     eps_choices: tuple[float, ...] = (0.1, 0.2, 0.3)
     pgd_steps: int = 5
@@ -402,12 +403,8 @@ class DefenseVAEConfig:
     epochs: int = 5
     batch_size: int = 32
     lr: float = 2e-3
-    seed: int = 0
 
-    def __post_init__(self):
-        check_fields(self, choices={"dataset": data.DATASETS, "likelihood": LIKELIHOODS},
-                     counts=("clf_epochs", "latent_dim", "width", "hidden", "epochs", "batch_size", "pgd_steps"),
-                     positive=("lr",), non_negative=("kl_weight",), optional_counts=("n_train",))
+    def _check(self) -> None:
         if not 0 <= self.clean_fraction < 1:
             raise ValueError(f"clean_fraction must be in [0, 1), got {self.clean_fraction}.")
         if not self.eps_choices or any(not (0 < e <= 1) for e in self.eps_choices):
@@ -474,8 +471,7 @@ def get_defense_vae(config: DefenseVAEConfig | None = None, device: str | torch.
 
     def train(model):
         classifier, _ = get_classifier(dataset=cfg.dataset, epochs=cfg.clf_epochs, seed=cfg.seed, device=dev)
-        x, y = data.load_dataset(cfg.dataset, "train")
-        x, y = data.stratified_subset(x, y, cfg.n_train, seed=cfg.seed)
+        x, y = cfg.training_data()
         x_att = defense_vae_training_pairs(classifier, x, y, cfg)
         x_test, y_test = data.load_dataset(cfg.dataset, "test")
         x_test, y_test = x_test[:500].to(dev), y_test[:500].to(dev)

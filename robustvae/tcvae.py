@@ -23,17 +23,16 @@ is the usual single-sample ELBO.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from . import cache, data
+from . import cache
 from .models import LIKELIHOODS, VAE
-from .training import curve_split, fit, vae_metrics
-from .utils import check_fields, resolve_device
+from .training import DataConfig, curve_split, fit, make_config, vae_metrics
+from .utils import resolve_device
 
 __all__ = ["TCVAE", "TCVAEConfig", "get_tcvae", "gaussian_log_density"]
 
@@ -115,12 +114,13 @@ class TCVAE(VAE):
 
 
 @dataclass(frozen=True)
-class TCVAEConfig:
+class TCVAEConfig(DataConfig):
     """Everything that determines a trained :class:`TCVAE`."""
 
     kind: ClassVar[str] = "tcvae"
-    dataset: str = "mnist-5k"
-    n_train: int | None = None
+    CHECKS: ClassVar[dict[str, Any]] = {"choices": {"likelihood": LIKELIHOODS},
+                                        "counts": ("latent_dim", "width", "hidden"),
+                                        "non_negative": ("beta", "alpha", "gamma")}
     latent_dim: int = 16
     width: int = 32
     hidden: int = 256
@@ -129,14 +129,8 @@ class TCVAEConfig:
     alpha: float = 1.0
     gamma: float = 1.0
     epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    seed: int = 0
 
-    def __post_init__(self):
-        check_fields(self, choices={"dataset": data.DATASETS, "likelihood": LIKELIHOODS},
-                     counts=("latent_dim", "width", "hidden", "epochs", "batch_size"), positive=("lr",),
-                     non_negative=("beta", "alpha", "gamma"), optional_counts=("n_train",))
+    def _check(self) -> None:
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2: minibatch-weighted sampling needs other examples.")
 
@@ -152,20 +146,11 @@ def get_tcvae(config: TCVAEConfig | None = None, device: str | torch.device = "a
     Adam on the beta-TCVAE objective with seeded shuffling, through the model cache; the history
     has per-epoch ``train_loss``, ``test_elbo`` and ``test_mse`` as :func:`~robustvae.get_vae`'s.
     """
-    if config is None:
-        names = {f.name for f in dataclasses.fields(TCVAEConfig)}
-        unknown = set(overrides) - names
-        if unknown:
-            raise ValueError(f"Unknown TCVAEConfig field(s): {', '.join(sorted(unknown))}. "
-                             f"Valid fields: {', '.join(sorted(names))}.")
-        cfg = TCVAEConfig(**overrides)
-    else:
-        cfg = dataclasses.replace(config, **overrides) if overrides else config
+    cfg = make_config(TCVAEConfig, config, overrides)
     dev = resolve_device(device)
 
     def train(model):
-        x, y = data.load_dataset(cfg.dataset, "train")
-        x, y = data.stratified_subset(x, y, cfg.n_train, seed=cfg.seed)
+        x, y = cfg.training_data()
         x_test, _ = curve_split(cfg.dataset)
         model.dataset_size = len(x)
 

@@ -2,7 +2,9 @@
 
 ``get_classifier()`` and ``get_vae()`` are what chapters call: they return a trained model,
 loading it from the cache when a checkpoint for the exact config exists. Each config is a
-frozen dataclass; every field changes the cache key.
+frozen dataclass; every field changes the cache key. Every config of the book derives from
+:class:`TrainConfig` (the optimiser's fields and their checks, written once) and, when it trains
+on one of the book's datasets, :class:`DataConfig` (the dataset and an optional stratified subset).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -23,6 +25,8 @@ from .models import LIKELIHOODS, VAE, Classifier
 from .utils import check_fields, resolve_device, seed_everything
 
 __all__ = [
+    "TrainConfig",
+    "DataConfig",
     "ClassifierConfig",
     "VAEConfig",
     "get_classifier",
@@ -38,44 +42,81 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
-    """Everything that determines a trained :class:`~robustvae.models.Classifier`."""
+class TrainConfig:
+    """What every training config of the book shares: the optimiser's fields and their checks.
 
-    kind: ClassVar[str] = "classifier"
-    dataset: str = "mnist-5k"
-    n_train: int | None = None  # None: the whole training split
+    A subclass adds its model's fields (redeclaring a field here only to change its default),
+    names the checks of its own fields in ``CHECKS`` (keyword arguments of
+    :func:`~robustvae.utils.check_fields`: ``choices``, ``counts``, ``positive``,
+    ``non_negative``, ``optional_counts``; merged with its bases'), and puts any other check
+    (ranges, combinations of fields) in :meth:`_check`. Invalid values raise ``ValueError``
+    when the config is made, before any work.
+    """
+
+    kind: ClassVar[str] = "model"
+    CHECKS: ClassVar[dict[str, Any]] = {"counts": ("epochs", "batch_size"), "positive": ("lr",)}
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
-    width: int = 32
     seed: int = 0
 
     def __post_init__(self):
-        check_fields(self, choices={"dataset": data.DATASETS}, counts=("epochs", "batch_size", "width"),
-                     positive=("lr",), optional_counts=("n_train",))
+        merged: dict[str, Any] = {"choices": {}, "counts": [], "positive": [], "non_negative": [],
+                                  "optional_counts": []}
+        for klass in reversed(type(self).__mro__):
+            for key, value in vars(klass).get("CHECKS", {}).items():
+                if key == "choices":
+                    merged[key].update(value)
+                else:
+                    merged[key].extend(value)
+        check_fields(self, **merged)
+        self._check()
+
+    def _check(self) -> None:
+        """Checks beyond ``CHECKS``; none by default."""
+
+    @classmethod
+    def make(cls, config: "TrainConfig | None" = None, **overrides) -> "TrainConfig":
+        """``config`` with ``overrides`` applied, or ``cls(**overrides)`` (see :func:`make_config`)."""
+        return make_config(cls, config, overrides)
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class DataConfig(TrainConfig):
+    """A training config on one of the book's datasets (:data:`robustvae.data.DATASETS`): its
+    training split, or a class-stratified subset of ``n_train`` images drawn with ``seed``."""
+
+    CHECKS: ClassVar[dict[str, Any]] = {"choices": {"dataset": data.DATASETS}, "optional_counts": ("n_train",)}
+    dataset: str = "mnist-5k"
+    n_train: int | None = None  # None: the whole training split
+
+    def training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels this config trains on (:func:`training_data`)."""
+        return training_data(self.dataset, self.n_train, self.seed)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(DataConfig):
+    """Everything that determines a trained :class:`~robustvae.models.Classifier`."""
+
+    kind: ClassVar[str] = "classifier"
+    CHECKS: ClassVar[dict[str, Any]] = {"counts": ("width",)}
+    width: int = 32
+
+
+@dataclass(frozen=True)
+class VAEConfig(DataConfig):
     """Everything that determines a trained :class:`~robustvae.models.VAE`."""
 
     kind: ClassVar[str] = "vae"
-    dataset: str = "mnist-5k"
-    n_train: int | None = None
+    CHECKS: ClassVar[dict[str, Any]] = {"choices": {"likelihood": LIKELIHOODS},
+                                        "counts": ("latent_dim", "width", "hidden"), "non_negative": ("beta",)}
     latent_dim: int = 16
     width: int = 32
     hidden: int = 256
     likelihood: str = "bernoulli"
     beta: float = 1.0
     epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    seed: int = 0
-
-    def __post_init__(self):
-        check_fields(self, choices={"dataset": data.DATASETS, "likelihood": LIKELIHOODS},
-                     counts=("latent_dim", "width", "hidden", "epochs", "batch_size"), positive=("lr",),
-                     non_negative=("beta",), optional_counts=("n_train",))
 
     def build(self) -> VAE:
         return VAE(self.latent_dim, self.width, self.hidden, self.likelihood, self.beta)

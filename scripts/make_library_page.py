@@ -25,11 +25,12 @@ GROUPS = (
     ("Shared by every chapter", ("data", "models", "training", "cache", "numerics", "utils", "stats",
                                  "attacks", "claims", "plotting", "tables", "fingerprint")),
     ("One per chapter", ("ood", "consistency", "purify", "calibration", "rrobust", "tcvae", "lipschitz",
-                         "certify", "perturbation", "scorecard", "score")),
+                         "certify", "perturbation", "scorecard", "score", "score_report")),
     ("Running the book", ("runs",)),
 )
 CHAPTER = {"ood": "2", "consistency": "3", "purify": "4", "calibration": "5", "rrobust": "6", "tcvae": "6",
-           "lipschitz": "7", "certify": "7", "perturbation": "8", "scorecard": "9", "score": "10"}
+           "lipschitz": "7", "certify": "7", "perturbation": "8", "scorecard": "9", "score": "10",
+           "score_report": "10"}
 
 
 _ROLE = re.compile(r":\w+:`~?([\w.]+)`")

@@ -280,6 +280,10 @@ def test_the_command_round_trip_writes_an_offline_report(saved, capsys):
     for c, (what, chapter) in score.COLUMN_INFO.items():
         assert what.replace("'", "&#x27;") in page
     assert "no lipschitz_constants" in page and "commit" in page and "L-inf eps = 0.3" in page
+    # a smoke-size row is not ranked against the book's rows: the stars go to the book's models
+    you = page[page.index('<tr class="you">'):]
+    you = you[: you.index("</tr>")]
+    assert "★" not in you and "★" in page and "among the book's rows only" in page
     table = pd.read_csv(out / "report.csv", index_col=0)
     assert list(table.index) == ["tiny MLP VAE"] and "margin_value" in table.columns
     record = json.loads((out / "report.json").read_text())

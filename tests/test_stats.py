@@ -105,3 +105,76 @@ def test_median_difference_keeps_the_pairing_of_inputs():
     assert lo3 <= 0 <= hi3
     big = np.r_[b[:30] + 3, np.full(10, np.inf)]
     assert stats.median_difference(big, b, n_boot=200)[1] > 0
+
+
+def _wilson_by_hand(k, n, z=1.959963984540054):
+    """The Wilson interval from its textbook formula (Wilson 1927), written independently."""
+    p = k / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("k, n", [(1, 10), (3, 7), (9, 10), (50, 200)])
+def test_wilson_interval_matches_the_textbook_formula(k, n):
+    lo, hi = stats.wilson_interval(k, n)
+    assert (lo, hi) == pytest.approx(_wilson_by_hand(k, n), abs=1e-12)
+    assert 0 < lo < k / n < hi < 1
+
+
+def test_wilson_interval_at_the_ends_and_bad_input():
+    assert stats.wilson_interval(1, 1)[1] == 1.0 and stats.wilson_interval(5, 5)[1] == 1.0
+    assert stats.wilson_interval(0, 1)[0] == 0.0
+    assert stats.wilson_interval(5, 5)[0] == pytest.approx(_wilson_by_hand(5, 5)[0], abs=1e-12)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="confidence"):
+            stats.wilson_interval(1, 2, confidence=bad)
+    for k, n in ((0, 0), (3, 2), (-1, 5)):
+        with pytest.raises(ValueError, match="need 0 <= k <= n"):
+            stats.wilson_interval(k, n)
+
+
+def test_mcnemar_with_as_many_lost_as_gained_is_the_binomial_test():
+    from scipy.stats import binomtest
+
+    before = [1, 1, 1, 0, 0, 0, 1]
+    after = [0, 0, 0, 1, 1, 1, 1]
+    lost, gained, p = stats.mcnemar_exact(before, after)
+    assert (lost, gained) == (3, 3) and p == pytest.approx(binomtest(3, 6, 0.5, alternative="greater").pvalue)
+    assert p < 1
+
+
+def test_the_defaults_are_the_documented_ones():
+    """A default decides stored numbers (resamples, seed): changing one must be deliberate."""
+    x, y = np.arange(12.0), np.arange(12.0)[::-1]
+    draws = [d.tolist() for d in stats.bootstrap_draws(5, 3)]
+    assert draws == [d.tolist() for d in stats.bootstrap_draws(5, 3, seed=0)]
+    assert stats.bootstrap_ci(np.mean, x) == stats.bootstrap_ci(np.mean, x, n_boot=1000, seed=0)
+    assert stats.median_difference(x, y) == stats.median_difference(x, y, n_boot=2000, seed=0)
+
+
+def test_bootstrap_ci_takes_tensors_and_refuses_bad_input():
+    import torch
+
+    t = torch.arange(10.0, requires_grad=True)
+    assert stats.bootstrap_ci(np.mean, t, n_boot=50) == stats.bootstrap_ci(np.mean, np.arange(10.0), n_boot=50)
+    assert stats.bootstrap_ci(np.mean, np.array([2.0]), n_boot=20) == (2.0, 2.0, 2.0)  # one input is a sample
+    with pytest.raises(ValueError, match="non-empty arrays of one length"):
+        stats.bootstrap_ci(np.mean, np.array([]))
+    with pytest.raises(ValueError, match="non-empty arrays of one length"):
+        stats.bootstrap_ci(np.mean, np.arange(3.0), np.arange(4.0))
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="level"):
+            stats.bootstrap_ci(np.mean, np.arange(3.0), level=bad)
+
+
+def test_infinite_inputs_give_interval_ends_that_the_statistic_took():
+    """With an infinite value in the data the quantiles are taken without interpolation, so each
+    end of the interval is one of the resampled statistics (interpolating could give inf - inf)."""
+    x = np.r_[np.arange(15.0), np.inf]
+    n_boot = 101
+    vals = np.array([np.median(x[i]) for i in stats.bootstrap_draws(len(x), n_boot, seed=0)])
+    assert np.isfinite(vals).all()
+    _, lo, hi = stats.bootstrap_ci(np.median, x, n_boot=n_boot)
+    assert lo in vals and hi in vals

@@ -55,3 +55,30 @@ def test_vae_metrics_are_consistent():
     # batching does not change the means (64 images in batches of 10, the last one short)
     m10 = rv.vae_metrics(vae, x[:64], batch_size=10)
     assert m10["kl"] == pytest.approx(m["kl"], rel=1e-5) and m10["mse"] == pytest.approx(m["mse"], rel=1e-5)
+
+
+def test_every_training_config_shares_the_base_checks():
+    """The optimiser's fields are checked once, in TrainConfig, for every model the book trains."""
+    from robustvae import lipschitz, perturbation, purify, tcvae
+    from robustvae.training import ClassifierConfig, DataConfig, TrainConfig, VAEConfig
+
+    configs = [ClassifierConfig, VAEConfig, tcvae.TCVAEConfig, lipschitz.LipschitzVAEConfig,
+               purify.DefenseVAEConfig, perturbation.CVAEConfig, perturbation.RobustClassifierConfig]
+    for cls in configs:
+        assert issubclass(cls, TrainConfig), cls.__name__
+        for bad, match in (({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr")):
+            with pytest.raises(ValueError, match=match):
+                cls(**bad)
+        if issubclass(cls, DataConfig):
+            with pytest.raises(ValueError, match="dataset"):
+                cls(dataset="cifar")
+            with pytest.raises(ValueError, match="n_train"):
+                cls(n_train=0)
+    # a subclass's own checks and its extra rules still apply
+    with pytest.raises(ValueError, match="likelihood"):
+        VAEConfig(likelihood="poisson")
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        tcvae.TCVAEConfig(batch_size=1)
+    with pytest.raises(ValueError, match="method"):
+        perturbation.RobustClassifierConfig(method="mixup")
+    assert VAEConfig().training_data()[0].shape[1:] == (1, 28, 28)
