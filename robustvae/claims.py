@@ -27,19 +27,46 @@ A failing check fails a strict run just as a failing finding does (it means a bu
 A claim whose threshold was set on the book's dataset (``tuned=True``) is only *claimed* on that
 dataset; on another one it is still evaluated and shown ("not claimed on fashion-mnist"), but it
 never fails the run.
+
+Across seeds: ``benchmarks/seed_findings.py`` reruns the chapters with other training seeds and
+commits, per claim, on how many seeds it held (:data:`SEEDS_TABLE`). A chapter that names itself
+(``Claims(..., chapter="04_purification")``) shows that record as the table's last column in the
+book's own run (``strict=True`` on the book's dataset), so a finding that did not survive
+retraining says so next to its verdict; a claim the table does not hold shows "not rerun".
 """
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["BOOK_DATASET", "KINDS", "Claim", "Claims", "ClaimsFailed", "ClaimsReport"]
+__all__ = ["BOOK_DATASET", "KINDS", "SEEDS_TABLE", "seed_record", "Claim", "Claims", "ClaimsFailed",
+           "ClaimsReport"]
 
 #: The dataset the book's run uses, on which the tuned thresholds were set.
 BOOK_DATASET = "mnist-5k"
 
 #: The kinds of claim: an empirical finding, or a check (the construction or a theorem working).
 KINDS = ("finding", "check")
+
+#: Every claim of chapters 1-9 on several training seeds (``benchmarks/seed_findings.py``).
+SEEDS_TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "seeds_findings.csv"
+
+
+def seed_record(chapter: str, path: Path | str | None = None) -> tuple[dict[str, str], str | None]:
+    """``({claim text: "k of n seeds"}, commit)`` of ``chapter`` (e.g. ``"04_purification"``) from
+    the committed seeds table (default :data:`SEEDS_TABLE`); ``({}, None)`` if there is none."""
+    path = Path(path) if path is not None else SEEDS_TABLE
+    if not path.exists():
+        return {}, None
+    with path.open(newline="") as f:
+        first = f.readline()
+        commit = first.split("commit ", 1)[1].split(";")[0].strip() if first.startswith("#") else None
+        if not first.startswith("#"):
+            f.seek(0)
+        rows = [r for r in csv.DictReader(f) if r["chapter"] == chapter]
+    return {r["claim"]: f"{r['held']} seeds" for r in rows}, commit
 
 
 class ClaimsFailed(AssertionError):
@@ -98,15 +125,26 @@ class Claims:
     strict:
         True (the book, the tests): :meth:`conclude` raises :class:`ClaimsFailed` naming every
         claim that fails. False (reruns): it prints them instead, and the notebook goes on.
+    chapter:
+        The chapter's notebook name: in the book's own run (``strict`` on ``tuned_on``), the table
+        gets a column "held on seeds" from :func:`seed_record` (none if it holds no record).
     """
 
-    def __init__(self, dataset: str, strict: bool = True, *, tuned_on: str = BOOK_DATASET):
+    def __init__(self, dataset: str, strict: bool = True, *, tuned_on: str = BOOK_DATASET,
+                 chapter: str | None = None):
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, got {strict!r}.")
         self.dataset = str(dataset)
         self.strict = strict
         self.tuned_on = tuned_on
         self.claims: list[Claim] = []
+        book_run = chapter is not None and strict and self.dataset == tuned_on
+        self.seeds, self.seeds_commit = seed_record(chapter) if book_run else ({}, None)
+
+    def held_on_seeds(self, number: int) -> str:
+        """On how many training seeds claim ``number`` (1-based, as in the table) held, e.g.
+        ``"1 of 3 seeds"``; ``"not rerun"`` when the seeds table holds no record of it."""
+        return self.seeds.get(self.claims[number - 1].text, "not rerun")
 
     def check(self, text: str, holds, numbers: str = "", *, kind: str, tuned: bool = False) -> bool:
         """Record the claim ``text``; ``holds`` is its truth on the computed numbers (anything
@@ -157,6 +195,8 @@ class Claims:
              "numbers": [c.numbers for c in self.claims]},
             index=pd.RangeIndex(1, len(self.claims) + 1, name="#"),
         )
+        if self.seeds:
+            df["held on seeds"] = [self.held_on_seeds(i) for i in df.index]
         return df
 
     def summary(self) -> str:

@@ -162,3 +162,28 @@ def test_the_report_shows_long_claims_whole():
     report = c.conclude(glue=False)
     assert text in report._repr_html_() and text in repr(report)
     assert ("numbers " * 12).strip() in repr(report)
+
+
+def test_the_book_run_shows_on_how_many_seeds_each_claim_held(tmp_path, monkeypatch):
+    from robustvae import claims as claims_mod
+
+    table = tmp_path / "seeds.csv"
+    table.write_text("# commit abc1234; seed 0 is the book's own run\n"
+                     "chapter,number,kind,claim,seed_0,seed_1,seed_2,held\n"
+                     "04_x,1,finding,a beats b,holds,fails,holds,2 of 3\n"
+                     "04_x,2,check,c works,holds,holds,holds,3 of 3\n"
+                     "05_y,1,finding,a beats b,holds,holds,holds,3 of 3\n")
+    monkeypatch.setattr(claims_mod, "SEEDS_TABLE", table)
+    c = Claims("mnist-5k", chapter="04_x")
+    c.check("a beats b", True, kind="finding")
+    c.check("c works", True, kind="check")
+    c.check("new claim", True, kind="finding")
+    assert c.seeds_commit == "abc1234"
+    assert list(c.table()["held on seeds"]) == ["2 of 3 seeds", "3 of 3 seeds", "not rerun"]
+    assert c.held_on_seeds(1) == "2 of 3 seeds"
+    # only the book's own run: not a rerun (strict=False), another dataset, or an unnamed chapter
+    for other in (Claims("mnist-5k", strict=False, chapter="04_x"), Claims("fashion-mnist", chapter="04_x"),
+                  Claims("mnist-5k")):
+        other.check("a beats b", True, kind="finding")
+        assert "held on seeds" not in other.table().columns
+    assert claims_mod.seed_record("04_x", tmp_path / "absent.csv") == ({}, None)
