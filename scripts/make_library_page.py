@@ -39,7 +39,9 @@ _ROLE = re.compile(r":\w+:`~?([\w.]+)`")
 def _markdown(text: str) -> str:
     """A docstring's reStructuredText as MyST: ``:func:`~a.b``` becomes ```b```, ````x```` becomes ```x```."""
     text = _ROLE.sub(lambda m: f"`{m.group(1).split('.')[-1]}`", text)
-    return text.replace("``", "`").replace("|", "/")
+    text = text.replace("``", "`").replace("|", "/")
+    # a value named in prose, as code: the book's pages show no bare NaN (tests/browser_inspect.js)
+    return re.sub(r"(?<!`)\bNaN\b(?!`)", "`NaN`", text)
 
 
 def _first_sentence(doc: str | None) -> str:
