@@ -199,13 +199,19 @@ def test_provision_data_accepts_a_torchvision_copy(tmp_path):
     assert out.returncode == 0 and out.stdout == ""
 
 
-def _chapter(book: Path, stem: str, body: str, dataset: str = "mnist-5k") -> Path:
+def _chapter(book: Path, stem: str, body: str, dataset: str = "mnist-5k", after: list | str | None = None) -> Path:
+    """A chapter as the book has them: NN_name.md (the source, newer) and its paired .ipynb;
+    ``after`` goes into the front matter (``robustvae: after:``), as book/10_score_your_vae.md has it."""
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell(f'dataset = "{dataset}"')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["jupytext"] = {"formats": "ipynb,md:myst"}
+    if after is not None:
+        nb.metadata["robustvae"] = {"after": after}
+        nb.metadata["jupytext"]["notebook_metadata_filter"] = "robustvae"
+    book.mkdir(parents=True, exist_ok=True)
     path = book / f"{stem}.ipynb"
     nbformat.write(nb, path)
     jupytext.write(nb, book / f"{stem}.md", fmt="md:myst")

@@ -266,28 +266,9 @@ def test_reruns_report_failing_claims_instead_of_stopping(tmp_path):
 
 
 def _md_chapter(book: Path, stem: str, body: str, after=None) -> Path:
-    """A chapter as the book has them: NN_name.md (the source) and its paired .ipynb."""
-    import jupytext
+    from tests.test_portability import _chapter
 
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('dataset = "mnist-5k"')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["jupytext"] = {"formats": "ipynb,md:myst"}
-    if after is not None:  # kept in the .md's front matter, as book/10_score_your_vae.md has it
-        nb.metadata["robustvae"] = {"after": after}
-        nb.metadata["jupytext"]["notebook_metadata_filter"] = "robustvae"
-    book.mkdir(parents=True, exist_ok=True)
-    path = book / f"{stem}.ipynb"
-    nbformat.write(nb, path)
-    jupytext.write(nb, book / f"{stem}.md", fmt="md:myst")
-    import os
-    import time
-
-    old = time.time() - 10  # the .md is the newer source
-    os.utime(path, (old, old))
-    return path
+    return _chapter(book, stem, body, after=after)
 
 
 def test_start_order_puts_chapter_1_first_then_the_listed_order_then_the_rest():
