@@ -242,8 +242,8 @@ def main() -> int:
         reference.append(reference_workload())
     res = summarise(args.out, walls, reference, mode, args.rate)
     res["failed"] = failed
-    res["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                   text=True).stdout.strip()
+    from robustvae.utils import git_commit  # here, not at the top: robustvae.utils imports torch
+    res["commit"] = git_commit() or "unknown"
     (args.out / "summary.json").write_text(json.dumps(res, indent=2))
     print(json.dumps({k: res[k] for k in ("total_s", "reference_mean_s", "normalised_total",
                                           "budget_normalised", "within_budget") if k in res}, indent=2))

@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="+", required=True, help="rerun names under runs/, e.g. seed-1 seed-2")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                          text=True).stdout.strip()
+    from robustvae.utils import git_commit  # here, not at the top: robustvae.utils imports torch
+    head = git_commit() or "unknown"
     run_dirs: dict[int, Path] = {}
     for name in args.runs:
         d = ROOT / "runs" / name

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -101,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             res[mode]["units"] = round(res[mode]["wall_s"] / mean_ref, 1)
             res[mode]["within_budget"] = res[mode]["units"] <= res["budget"][f"{mode}_units"]
     res["cold"]["within_guide"] = res["cold"]["wall_s"] <= GUIDE_BUDGET_S
-    res["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                   text=True).stdout.strip()
+    from robustvae.utils import git_commit  # here, not at the top: robustvae.utils imports torch
+    res["commit"] = git_commit() or "unknown"
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps({k: res[k] for k in ("jobs", "reference_s", "budget")}, indent=None))
     for mode in ("cold", "warm"):

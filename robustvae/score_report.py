@@ -168,13 +168,10 @@ def reference_rows(path: str | Path | None = None) -> tuple[pd.DataFrame | None,
 # The report
 # ---------------------------------------------------------------------------------------
 def git_commit() -> str:
-    """``git rev-parse --short HEAD`` of the repository holding this package, or ``"unknown"``."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The commit of the repository holding this package (:func:`robustvae.utils.git_commit`), or ``"unknown"``."""
+    from .utils import git_commit as commit
+
+    return commit() or "unknown"
 
 
 def _values(table: pd.DataFrame) -> pd.DataFrame:

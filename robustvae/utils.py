@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device", "check_choice", "check_positive", "setup"]
+__all__ = ["seed_everything", "resolve_device", "check_choice", "check_positive", "setup", "git_commit"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -127,3 +127,23 @@ def setup(*, seed: int = 0, device: str = "auto", dataset: str | None = None) ->
     np.set_printoptions(legacy="1.25")
     os.environ.setdefault("TQDM_MININTERVAL", "5")
     return dev
+
+
+def git_commit(dirty: bool = False) -> str | None:
+    """The short commit hash of the source checkout holding this package (``git rev-parse --short
+    HEAD``), with ``"+dirty"`` appended when ``dirty`` and tracked files have uncommitted changes;
+    None outside a git checkout. What a run or a report records to say which code made it."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode or not head.stdout.strip():
+            return None
+        changed = dirty and subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                           capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if changed else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

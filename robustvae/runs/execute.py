@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .plan import BOOK, Job, ROOT, RUNS, check_data, find_chapters, parse_value, plan_rerun
+from ..utils import git_commit
+from .plan import BOOK, Job, RUNS, check_data, find_chapters, parse_value, plan_rerun
 
 
 # --------------------------------------------------------------------------- execution, results
@@ -138,26 +139,10 @@ def results_table(jobs: Sequence[Job], results: Sequence[Mapping[str, Any]]):
     return pd.DataFrame(rows)
 
 
-def _commit() -> str | None:
-    """The source checkout's commit (short hash, ``+dirty`` with uncommitted changes), or None."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10)
-        if head.returncode:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _write_manifest(out_dir: Path, kind: str, jobs: Sequence[Job], results: Sequence[Mapping]) -> None:
     manifest = {
         "kind": kind,
-        "commit": _commit(),
+        "commit": git_commit(dirty=True),
         "argv": sys.argv,
         "jobs": [{"chapter": j.notebook.stem, "output": str(j.output), "point": j.point,
                   "parameters": j.parameters, "status": r["status"], "error": r["error"],
