@@ -256,16 +256,18 @@ class VAE(nn.Module):
         out = self.elbo(x)
         return -(out["rec"] - self.beta * out["kl"]).mean()
 
-    def iwae(self, x: torch.Tensor, k: int = 64, chunk: int = 16) -> torch.Tensor:
+    def iwae(self, x: torch.Tensor, k: int = 64, chunk: int = 16,
+             posterior: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Importance-weighted estimate of log p(x) per example (nats), with ``k`` samples.
 
         log p(x) >= L_k = E[log (1/k) sum_i p(x, z_i) / q(z_i|x)],  z_i ~ q(z|x)
         (Burda et al. 2016, Eq. 8). L_1 is the ELBO and L_k grows with k towards log p(x).
-        Samples are drawn in chunks of ``chunk`` to bound memory.
+        Samples are drawn in chunks of ``chunk`` to bound memory. ``posterior=(mu, log_var)``
+        replaces the encoder's q(z|x) by another Gaussian (the bound holds for any q).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}.")
-        mu, log_var = self.encode(x)
+        mu, log_var = self.encode(x) if posterior is None else posterior
         std = (0.5 * log_var).exp()
         log_ws = []
         done = 0

@@ -190,6 +190,54 @@ def test_likelihood_ratio_is_the_negative_log_ratio_of_model_to_background():
     assert torch.allclose(ood.LikelihoodRatio(fg, fg).score(x_in), torch.zeros(20, dtype=torch.float64))
 
 
+class _FixedPosterior(nn.Module):
+    """A mock encoder returning stored ``(mu, log_var)`` rows, one per input in order."""
+
+    def __init__(self, mu, log_var):
+        super().__init__()
+        self.register_buffer("mu", mu.clone())
+        self.register_buffer("lv", log_var.clone())
+
+    def forward(self, x):
+        return self.mu[: len(x)], self.lv[: len(x)]
+
+
+def test_likelihood_regret_is_large_for_a_bad_encoder_and_near_zero_for_the_best(trained_tiny_vae):
+    """Xiao et al. (2020): the regret is what fitting the posterior to x alone gains. An encoder that
+    already outputs the fitted posterior leaves no regret; one that outputs a posterior far from it
+    (far from the prior and too narrow) leaves a large one. A flipped sign, an optimiser that climbs
+    the wrong way or no optimisation at all fails one of the two."""
+    vae, x = trained_tiny_vae
+    x = x[:12]
+    torch.manual_seed(0)
+    det = ood.LikelihoodRegret(vae, k=64, steps=300, lr=0.05)
+    mu_star, lv_star = det.fit_posterior(x)
+
+    def elbo(mu, lv, n=256):   # the objective fitted, with little Monte-Carlo noise
+        z = mu + (0.5 * lv).exp() * torch.randn((n,) + mu.shape)
+        rec = vae.log_px_given_z(x.repeat(n, 1, 1, 1), vae.decode(z.flatten(0, 1))).view(n, -1).mean(0)
+        return rec - gaussian_kl(mu, lv)
+
+    with torch.no_grad():
+        gain = elbo(mu_star, lv_star) - elbo(*vae.encode(x))
+    assert gain.min() > 0.5
+    best = VAE(latent_dim=4, width=8, hidden=64, encoder=_FixedPosterior(mu_star, lv_star), decoder=vae.decoder).eval()
+    bad = VAE(latent_dim=4, width=8, hidden=64, encoder=_FixedPosterior(mu_star + 3.0, lv_star - 3.0),
+              decoder=vae.decoder).eval()
+    torch.manual_seed(1)
+    r_best = ood.LikelihoodRegret(best, k=64, steps=100).score(x)
+    r_bad = ood.LikelihoodRegret(bad, k=64, steps=100).score(x)
+    assert r_best.abs().median() < 2.0
+    assert (r_bad > 20.0).all()
+    assert ood.ood_metrics(r_best, r_bad)["auroc"] == 1.0
+
+
+def test_likelihood_regret_rejects_bad_settings(tiny_vae):
+    for kw in ({"k": 0}, {"steps": 0}, {"mc": 1.5}, {"lr": 0.0}):
+        with pytest.raises(ValueError):
+            ood.LikelihoodRegret(tiny_vae, **kw)
+
+
 def test_likelihood_ratio_against_itself_is_zero(tiny_vae, tiny_images):
     lr = ood.LikelihoodRatio(ood.DecoderNLL(tiny_vae), ood.DecoderNLL(tiny_vae))
     assert torch.allclose(lr.score(tiny_images), torch.zeros(6, dtype=torch.float64))
