@@ -444,6 +444,49 @@ def _seeds_section() -> list[str]:
     return lines
 
 
+def _more_inputs_section() -> list[str]:
+    """Do the margin findings hold on more inputs? (``more_inputs_findings.csv`` from ``more_inputs.py``)."""
+    path = RESULTS / "more_inputs_findings.csv"
+    if not path.exists():
+        return []
+    first = path.read_text().splitlines()[0]
+    commit = first.split("commit ")[-1].split(";")[0] if first.startswith("#") else "?"
+    df = pd.read_csv(path, comment="#", dtype=str).fillna("").rename(columns={"more inputs": "more"})
+
+    def cell(v: str) -> str:
+        try:
+            f = float(v)
+        except ValueError:
+            return v.replace("|", "/")
+        return str(int(f)) if f.is_integer() else f"{f:.3f}"
+
+    claims = df[df["row"].str.startswith("claim")]
+    numbers = df[~df["row"].str.startswith("claim")]
+    claim_rows = [[f"`{r.chapter[:2]}` {r.row}", cell(r.what), r.book, r.more]
+                  for r in claims.itertuples()]
+    number_rows = [[f"`{r.chapter[:2]}`", cell(r.what), cell(r.book), cell(r.more)]
+                   for r in numbers.itertuples()]
+    return [
+        "## Do the margin findings hold on more inputs?",
+        "",
+        "Chapters 6 and 7 search their empirical margins on a few dozen test digits, to stay inside the",
+        "book's time budget. The `more-inputs` profile reruns both on more digits, with the book's models",
+        f"(`benchmarks/more_inputs.py`, commit `{commit}`; the rows \"test digits\" below give how many):",
+        "",
+        "```bash",
+        ".venv/bin/python -m robustvae.runs rerun 06 07 --name more-inputs --profile more-inputs",
+        ".venv/bin/python benchmarks/more_inputs.py",
+        "```",
+        "",
+        _table(["claim", "text", "book", "200 inputs"], claim_rows),
+        "",
+        "The numbers behind them:",
+        "",
+        _table(["ch.", "number", "book", "200 inputs"], number_rows),
+        "",
+    ]
+
+
 def render() -> str:
     """The appendix as MyST markdown, from the files under ``benchmarks/results/``."""
     book = _load_json("cpu2_book.json")
@@ -590,6 +633,7 @@ def render() -> str:
         ]
     parts += [
         *_seeds_section(),
+        *_more_inputs_section(),
         "## One sweep: the OOD claims over two seeds",
         "",
         "Chapter 2 rerun with seeds 0 (the book's run) and 1: every model retrained from another seed.",

@@ -120,3 +120,35 @@ def test_findings_are_compared_across_seeds_claim_by_claim(tmp_path, monkeypatch
     text = "\n".join(app._seeds_section())
     assert "| `01_a` | 2 | 0 | 1 | 1 |" in text and "| `02_b` | 1 | 0 | 0 | 1 |" in text
     assert "| `01` #1 | x beats y | holds | fails | holds |" in text and "commit `abc123`" in text
+
+
+def test_more_inputs_table_puts_each_claim_and_number_beside_the_book(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("more_inputs", ROOT / "benchmarks" / "more_inputs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    book, run = tmp_path / "book", tmp_path / "run"
+    glued = {
+        book / "06_rrobustness.ipynb": {"claims_detail": [(1, "check", True, True, "a bound"),
+                                                          (2, "finding", True, True, "b beats c"),
+                                                          (3, "finding", False, True, "shown only")],
+                                        "n_inputs": 20, "med_vae": 1.25},
+        run / "06_rrobustness.ipynb": {"claims_detail": [(1, "check", True, True, "a bound"),
+                                                         (2, "finding", True, False, "b beats c")],
+                                       "n_inputs": 200, "med_vae": 1.5},
+        book / "07_certified.ipynb": {"claims_detail": [(1, "finding", True, True, "d")], "n_attack": 50},
+        # the rerun of chapter 7 did not finish: no notebook
+    }
+    monkeypatch.setattr(mod, "_glued", lambda nb: glued.get(nb, {}))
+    table = mod.collect(book, run).set_index(["chapter", "row"])
+    assert table.loc[("06_rrobustness", "claim 2 (finding)"), ["book", "more inputs"]].tolist() == ["holds", "fails"]
+    assert ("06_rrobustness", "claim 3 (finding)") not in table.index, "a claim shown but not claimed is not compared"
+    assert table.loc[("07_certified", "claim 1 (finding)"), "more inputs"] == "chapter failed"
+    assert table.loc[("06_rrobustness", "n_inputs"), ["book", "more inputs"]].tolist() == [20, 200]
+    app = _make_appendix()
+    monkeypatch.setattr(app, "RESULTS", tmp_path)
+    (tmp_path / "more_inputs_findings.csv").write_text("# commit abc123; book: ...\n"
+                                                       + table.reset_index().to_csv(index=False))
+    text = "\n".join(app._more_inputs_section())
+    assert "| `06` claim 2 (finding) | b beats c | holds | fails |" in text
+    assert "| `06` | test digits | 20 | 200 |" in text and "| `06` | median empirical margin, VAE | 1.250 | 1.500 |" in text
+    assert "commit `abc123`" in text

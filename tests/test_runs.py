@@ -272,8 +272,8 @@ def _md_chapter(book: Path, stem: str, body: str, after=None) -> Path:
 
 
 def test_start_order_puts_chapter_1_first_then_the_listed_order_then_the_rest():
-    stems = ["01_a", "02_b", "04_c", "08_d", "11_g", "10_e", "05_f"]
-    assert runs.start_order(stems) == ["01_a", "08_d", "04_c", "02_b", "10_e", "05_f", "11_g"]
+    stems = ["01_a", "02_b", "03_h", "09_i", "04_c", "08_d", "11_g", "10_e", "05_f"]
+    assert runs.start_order(stems) == ["01_a", "08_d", "04_c", "03_h", "09_i", "02_b", "10_e", "05_f", "11_g"]
     assert runs.default_jobs(1) == 1 and runs.default_jobs() >= 1
 
 

@@ -1,0 +1,105 @@
+"""Do the margin findings hold on more inputs? The book's chapters 6 and 7 beside a rerun on more.
+
+    # the rerun (the book's models from the cache; 20 to 30 minutes a chapter on one core,
+    # the two at once on two cores):
+    .venv/bin/python -m robustvae.runs rerun 06 07 --name more-inputs --profile more-inputs
+    # the table:
+    .venv/bin/python benchmarks/more_inputs.py
+
+Chapter 6 studies its margins on 20 test digits and chapter 7 on 50, to stay inside the book's
+time budget. This script reads each claim's verdict (``claims_detail``) and the key numbers behind
+the margin findings (glued values) from the book's stored notebooks and from the rerun's
+(``runs/more-inputs/``), and writes ``results/more_inputs_findings.csv``: one row per claim or
+number, the book's value beside the rerun's. A rerun made on other code (a commit whose
+``robustvae/`` or chapter sources differ from HEAD's) is refused, as in ``seed_findings.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "more_inputs_findings.csv"
+CHAPTERS = ("06_rrobustness", "07_certified")
+
+#: Glued numbers shown beside the verdicts: (chapter, key, what it is).
+KEY_NUMBERS = [
+    ("06_rrobustness", "n_inputs", "test digits"),
+    ("06_rrobustness", "med_vae", "median empirical margin, VAE"),
+    ("06_rrobustness", "med_top", "median empirical margin, beta-VAE (largest beta)"),
+    ("06_rrobustness", "diff_lo", "difference of the medians, 95% lower bound"),
+    ("06_rrobustness", "diff_hi", "difference of the medians, 95% upper bound"),
+    ("06_rrobustness", "rho_mean", "within-model Spearman (theory vs attack), mean over models"),
+    ("06_rrobustness", "rho_lo", "... 95% lower bound"),
+    ("06_rrobustness", "rho_hi", "... 95% upper bound"),
+    ("06_rrobustness", "below_paper", "(model, input) pairs below the paper margin"),
+    ("06_rrobustness", "n_total", "(model, input) pairs"),
+    ("07_certified", "n_attack", "test digits"),
+    ("07_certified", "emp_std", "median empirical margin, standard VAE"),
+    ("07_certified", "emp_0", "median empirical margin, sharpest Lipschitz VAE"),
+    ("07_certified", "dmg_std", "mean damage at the compared budget, standard VAE"),
+    ("07_certified", "dmg_0", "mean damage, sharpest Lipschitz VAE"),
+    ("07_certified", "ratio_0", "empirical / certified margin, sharpest Lipschitz VAE"),
+]
+
+
+def _glued(nb: Path) -> dict:
+    from robustvae.runs import read_glued
+
+    return read_glued(nb) if nb.exists() else {}
+
+
+def collect(book: Path, run: Path) -> pd.DataFrame:
+    rows = []
+    for ch in CHAPTERS:
+        base, more = _glued(book / f"{ch}.ipynb"), _glued(run / f"{ch}.ipynb")
+        theirs = {text: holds for _, _, claimed, holds, text in more.get("claims_detail", []) if claimed}
+        for num, kind, claimed, holds, text in base.get("claims_detail", []):
+            if not claimed:
+                continue
+            rerun = ("holds" if theirs[text] else "fails") if text in theirs else (
+                "chapter failed" if not more else "not checked")
+            rows.append({"chapter": ch, "row": f"claim {num} ({kind})", "what": text,
+                         "book": "holds" if holds else "fails", "more inputs": rerun})
+    for ch, key, what in KEY_NUMBERS:
+        base, more = _glued(book / f"{ch}.ipynb"), _glued(run / f"{ch}.ipynb")
+        rows.append({"chapter": ch, "row": key, "what": what, "book": base.get(key, ""),
+                     "more inputs": more.get(key, "")})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default="more-inputs", help="the rerun's name under runs/")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    from robustvae.utils import git_commit  # here, not at the top: robustvae.utils imports torch
+
+    head = git_commit() or "unknown"
+    d = ROOT / "runs" / args.run
+    manifest = d / "rerun.json"
+    if not manifest.exists():
+        raise SystemExit(f"{d} has no rerun.json: run `python -m robustvae.runs rerun 06 07 --name {args.run} "
+                         "--profile more-inputs` first.")
+    ran = json.loads(manifest.read_text()).get("commit") or ""
+    same = ran and not ran.endswith("+dirty") and subprocess.run(
+        ["git", "diff", "--quiet", ran, "HEAD", "--", "robustvae", "book/[0-9][0-9]_*.md"], cwd=ROOT).returncode == 0
+    if not same:
+        raise SystemExit(f"{args.run} ran on commit {ran or '?'}, and the library or the chapters have changed "
+                         f"since (HEAD {head}): rerun it.")
+    table = collect(ROOT / "book", d)
+    args.out.write_text(f"# commit {head}; book: the chapters' default sizes; more inputs: "
+                        f"--profile more-inputs\n" + table.to_csv(index=False))
+    print(table.to_string(index=False))
+    print(f"written {args.out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
