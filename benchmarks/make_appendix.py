@@ -478,11 +478,11 @@ def _more_inputs_section() -> list[str]:
         ".venv/bin/python benchmarks/more_inputs.py",
         "```",
         "",
-        _table(["claim", "text", "book", "200 inputs"], claim_rows),
+        _table(["claim", "text", "book", "more inputs"], claim_rows),
         "",
         "The numbers behind them:",
         "",
-        _table(["ch.", "number", "book", "200 inputs"], number_rows),
+        _table(["ch.", "number", "book", "more inputs"], number_rows),
         "",
     ]
 
