@@ -396,13 +396,18 @@ def _stand_ins(res: dict) -> list[str]:
     return sorted({r["machine"] for r in res["runs"]})
 
 
+def _csv_commit(path: Path) -> str:
+    """The commit a results table records in its first line (``# commit abc123; ...``), else ``?``."""
+    first = path.read_text().splitlines()[0]
+    return first.split("commit ")[-1].split(";")[0] if first.startswith("#") else "?"
+
+
 def _seeds_section() -> list[str]:
     """Do the findings hold across seeds? (``seeds_findings.csv`` from ``seed_findings.py``)."""
     path = RESULTS / "seeds_findings.csv"
     if not path.exists():
         return []
-    first = path.read_text().splitlines()[0]
-    commit = first.split("commit ")[-1].split(";")[0] if first.startswith("#") else "?"
+    commit = _csv_commit(path)
     df = pd.read_csv(path, comment="#")
     seeds = [c for c in df.columns if c.startswith("seed_")]
     names = ", ".join(c.split("_")[1] for c in seeds)
@@ -449,8 +454,7 @@ def _more_inputs_section() -> list[str]:
     path = RESULTS / "more_inputs_findings.csv"
     if not path.exists():
         return []
-    first = path.read_text().splitlines()[0]
-    commit = first.split("commit ")[-1].split(";")[0] if first.startswith("#") else "?"
+    commit = _csv_commit(path)
     df = pd.read_csv(path, comment="#", dtype=str).fillna("").rename(columns={"more inputs": "more"})
 
     def cell(v: str) -> str:
