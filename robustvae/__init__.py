@@ -2,7 +2,8 @@
 
 One module per concern. Shared by every chapter: :mod:`~robustvae.data` (datasets),
 :mod:`~robustvae.models` (classifier, VAE), :mod:`~robustvae.training` and :mod:`~robustvae.cache`
-(training through the model cache), :mod:`~robustvae.plotting` and :mod:`~robustvae.tables` (style,
+(training through the model cache), :mod:`~robustvae.memo` (the result cache: attacks and
+estimates computed once per exact input), :mod:`~robustvae.plotting` and :mod:`~robustvae.tables` (style,
 figures, tables), :mod:`~robustvae.utils` (seeds, devices, parameter checks),
 :mod:`~robustvae.numerics` (the pinned numerics that make the stored numbers portable),
 :mod:`~robustvae.fingerprint` (figures the regression tests can compare), :mod:`~robustvae.claims`
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 #: The library's modules, each importable as ``robustvae.NAME`` (or ``from robustvae import NAME``).
 SUBMODULES = (
     "attacks", "cache", "calibration", "certify", "claims", "consistency", "data", "fingerprint",
-    "lipschitz", "models", "numerics", "ood", "perturbation", "plotting", "purify", "rrobust", "runs", "stats",
+    "lipschitz", "memo", "models", "numerics", "ood", "perturbation", "plotting", "purify", "rrobust", "runs", "stats",
     "score", "score_report", "scorecard", "tables", "tcvae", "training", "utils",
 )
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import gaussian_kl
+from .memo import memoize
 
 __all__ = [
     "NORMS", "Ascent", "ascend", "ball_start", "fgsm", "pgd", "lbfgs", "project", "perturbation_norm",
@@ -317,6 +318,7 @@ def fgsm(model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, targeted: b
     return (x + direction * eps * grad.sign()).clamp(0.0, 1.0).detach()
 
 
+@memoize
 def pgd(
     model: Model,
     x: torch.Tensor,
@@ -434,6 +436,7 @@ def pgd(
     return res if return_result else res.x
 
 
+@memoize
 def lbfgs(
     model: Model,
     x: torch.Tensor,
@@ -549,6 +552,7 @@ def latent_kl(mu: torch.Tensor, log_var: torch.Tensor, mu_t: torch.Tensor, log_v
     return gaussian_kl(mu, log_var, mu_t, log_var_t, form="quotient")
 
 
+@memoize
 def latent_attack(
     vae,
     x: torch.Tensor,

@@ -43,6 +43,7 @@ import torch
 
 from . import attacks
 from . import rrobust as rr
+from .memo import memoize
 
 __all__ = [
     "VARIANTS",
@@ -343,6 +344,7 @@ def attack_margins(vae, x: torch.Tensor, r: float, eps_grid, prob: float = 0.5, 
             "margin": first(fail_t >= 1 - prob), "margin_det": first(damage_t > r), "x_adv": torch.stack(advs)}
 
 
+@memoize
 def portfolio_attack_margins(vae, x: torch.Tensor, r: float, eps_grid, attacks_: "dict[str, rr.Attack | None]",
                              prob: float = 0.5, n_samples: int = 100, steps: int = 50,
                              generator: torch.Generator | None = None, budgets: dict[str, str] | None = None,

@@ -38,6 +38,7 @@ from torch import nn
 from . import attacks
 from .models import gaussian_kl
 from .stats import bootstrap_draws
+from .memo import memoize
 
 __all__ = [
     "reconstruction_labels",
@@ -55,6 +56,7 @@ __all__ = [
 
 
 @torch.no_grad()
+@memoize
 def reconstruction_labels(vae: nn.Module, classifier: nn.Module, x: torch.Tensor, n_samples: int = 10,
                           batch_size: int = 500) -> torch.Tensor:
     """Classifier labels of ``n_samples`` stochastic reconstructions of each input.

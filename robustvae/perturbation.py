@@ -50,6 +50,7 @@ from . import attacks, cache, data
 from .models import Classifier, gaussian_kl
 from .training import TrainConfig, accuracy, device_of, fit, make_config
 from .utils import check_choice, check_positive, resolve_device
+from .memo import memoize
 
 __all__ = [
     "FAMILIES", "SET_FAMILIES", "GENERATORS", "METHODS", "rts", "sample_rts_params", "elastic", "perturb", "make_pairs", "split_train_val",
@@ -484,6 +485,7 @@ def _project(u: torch.Tensor, eps: float) -> torch.Tensor:
     return u * torch.clamp(eps / n.clamp_min(1e-12), max=1.0)
 
 
+@memoize
 def latent_pgd(cvae: PerturbationCVAE, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                y: torch.Tensor, eps: float, steps: int = 10, alpha: float | None = None, restarts: int = 1,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -522,6 +524,7 @@ def latent_pgd(cvae: PerturbationCVAE, model: Callable[[torch.Tensor], torch.Ten
     return x_adv.detach(), best_u
 
 
+@memoize
 def approximation_error(cvae: PerturbationCVAE, x: torch.Tensor, x_tilde: torch.Tensor, eps: float,
                         steps: int = 30, alpha: float | None = None, batch_size: int = 500) -> torch.Tensor:
     """``min_{||u|| <= eps} ||g(mu(x) + sigma(x) u, x) - x~||_2`` per pair (pixel L2), by latent search.

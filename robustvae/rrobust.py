@@ -51,6 +51,7 @@ from torch import nn
 
 from . import attacks
 from .models import gaussian_kl
+from .memo import memoize
 
 __all__ = [
     "CI_METHODS",
@@ -533,6 +534,7 @@ def _margin_search(propose, evaluate, radii, refine_steps: int, batch: int,
     return MarginSearch(hi, found, radii, prob, lower, upper, norm, p_at, up_at, torch.stack(dists), breaking)
 
 
+@memoize
 def empirical_margin(
     vae: nn.Module,
     x: torch.Tensor,
@@ -652,6 +654,7 @@ class PortfolioMargin:
         return pd.DataFrame.from_dict(rows, orient="index")
 
 
+@memoize
 def portfolio_margin(
     vae: nn.Module,
     x: torch.Tensor,
@@ -702,6 +705,7 @@ def portfolio_margin(
     return PortfolioMargin.from_margins({k: s.margin for k, s in searches.items()}, budgets, searches)
 
 
+@memoize
 def empirical_latent_margin(
     vae: nn.Module,
     x: torch.Tensor,

@@ -51,6 +51,7 @@ from torch import nn
 from . import attacks, calibration, certify, ood, purify, stats
 from . import consistency as cons
 from . import rrobust as rr
+from .memo import memoize
 
 __all__ = [
     "evaluate",
@@ -141,6 +142,7 @@ def two_sample_auroc(s_neg, s_pos, n_boot: int = 200, seed: int = 0) -> Estimate
 # ---------------------------------------------------------------------------------------
 # The columns, one model at a time
 # ---------------------------------------------------------------------------------------
+@memoize
 def likelihood_columns(vae: nn.Module, x: torch.Tensor, n_boot: int = 200, seed: int = 0) -> dict[str, Estimate]:
     """Test ELBO (one sample of ``z`` per image, nats) and pixel MSE of the mean reconstruction,
     each the mean over ``x`` with a bootstrap interval (chapter 1's quantities, per image)."""
@@ -150,6 +152,7 @@ def likelihood_columns(vae: nn.Module, x: torch.Tensor, n_boot: int = 200, seed:
     return {"elbo": bootstrap(elbo, np.mean, n_boot, seed), "mse": bootstrap(mse, np.mean, n_boot, seed)}
 
 
+@memoize
 def ood_column(vae: nn.Module, x_in: torch.Tensor, x_out: torch.Tensor, x_train: torch.Tensor,
                k: int = 16, n_boot: int = 200, seed: int = 0) -> Estimate:
     """AUROC of the model's best VAE score (of chapter 2's :func:`~robustvae.ood.vae_detectors`)
@@ -170,6 +173,7 @@ def ood_column(vae: nn.Module, x_in: torch.Tensor, x_out: torch.Tensor, x_train:
     return est
 
 
+@memoize
 def detection_column(vae: nn.Module, classifier: nn.Module, x_clean: torch.Tensor, x_adv: torch.Tensor,
                      n_samples: int = 10, n_boot: int = 200, seed: int = 0) -> Estimate:
     """Chapter 3's consistency detector: AUROC of ``1 - agreement`` (the share of ``n_samples``
@@ -191,6 +195,7 @@ def detection_column(vae: nn.Module, classifier: nn.Module, x_clean: torch.Tenso
     return est
 
 
+@memoize
 def purified_column(vae: nn.Module, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                     norm: str = "linf", steps: int = 15, n_boot: int = 200, seed: int = 0) -> Estimate:
     """Robust accuracy of chapter 4's purifier (a), ``classifier(G(mu(x)))``, under the adaptive
@@ -212,6 +217,7 @@ def purified_column(vae: nn.Module, classifier: nn.Module, x: torch.Tensor, y: t
     return est
 
 
+@memoize
 def spearman_column(vae: nn.Module, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     n_boot: int = 200, seed: int = 0) -> Estimate:
     """Chapter 5's signal: Spearman's rho of the reconstruction MSE with the classifier's top
@@ -240,6 +246,7 @@ def margin_budgets(directions: Sequence[str] = MARGIN_ATTACKS, steps: int = 20, 
     return {d: words[d] for d in directions}
 
 
+@memoize
 def margin_column(vae: nn.Module, x: torch.Tensor, r: float, radii: Sequence[float],
                   directions: Sequence[str] = MARGIN_ATTACKS, x_target: torch.Tensor | None = None,
                   steps: int = 20, n_mc: int = 100, refine_steps: int = 4, n_boot: int = 200,

@@ -22,7 +22,7 @@ PAGE = ROOT / "book" / "library.md"
 
 #: The modules in reading order: what every chapter shares, then one (or two) per chapter.
 GROUPS = (
-    ("Shared by every chapter", ("data", "models", "training", "cache", "numerics", "utils", "stats",
+    ("Shared by every chapter", ("data", "models", "training", "cache", "memo", "numerics", "utils", "stats",
                                  "attacks", "claims", "plotting", "tables", "fingerprint")),
     ("One per chapter", ("ood", "consistency", "purify", "calibration", "rrobust", "tcvae", "lipschitz",
                          "certify", "perturbation", "scorecard", "score", "score_report")),

@@ -13,6 +13,8 @@ nbval re-executes every chapter and compares every output of every cell with the
   flip), which absorbs summation-order noise of what cannot be pinned (see
   :mod:`robustvae.numerics`). A number beyond that, any other text, a label, a changed number of
   values, fails as before, with nbval's diff.
+- **Every result recomputed.** The kernels run with the result cache (:mod:`robustvae.memo`) off:
+  models may be loaded from the model cache, every attack, margin and estimate is computed again.
 - **Figures compared by their data.** :func:`robustvae.setup` makes every figure's text form a
   fingerprint of its data (:mod:`robustvae.fingerprint`), which is compared like any other text.
 - **stderr is not compared.** Progress bars and log messages (data source, model-cache hits and
@@ -23,6 +25,7 @@ nbval re-executes every chapter and compares every output of every cell with the
 from __future__ import annotations
 
 import math
+import os
 import re
 
 from robustvae.numerics import RTOL, pin_environment
@@ -113,6 +116,9 @@ def pytest_configure(config):
         return
     if getattr(config.option, "nbval", False) or getattr(config.option, "nbval_lax", False):
         pin_environment()  # inherited by every kernel nbval starts
+        # Every number recomputed: trained models may come from the model cache, but no attack or
+        # estimate from the result cache (robustvae.memo), which a `make book` run may have filled.
+        os.environ["ROBUSTVAE_RESULT_CACHE"] = "off"
     if getattr(plugin.IPyNbFile, "_robustvae_patched", False):
         return
     original_init = plugin.IPyNbFile.__init__
