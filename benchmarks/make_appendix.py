@@ -227,7 +227,9 @@ def _parallel_section() -> list[str]:
         "another's notebook waits for it. *Cold*: from an empty model cache, as a new reader's first",
         "`make book`"
         + (" (this run's cache was not empty)" if not res.get("empty_cache", True) else "")
-        + "; *warm*: every chapter again with every model cached. Seconds since the first start:",
+        + "; *warm*: every chapter again with every model and every cached result (attacks, margin"
+        " searches, scorecard columns: `robustvae.memo`) loaded, as a reader's rerun does."
+        " Seconds since the first start:",
         "",
         _table(header, rows),
         "",
@@ -243,7 +245,7 @@ def _parallel_section() -> list[str]:
                f"{'within' if r['within_guide'] else '**over**'}." if "within_guide" in r else ""))
     if "warm" in res:
         changed = res["warm"].get("glued_values_that_changed", [])
-        lines.append(f"- The warm run recomputed every number: {res['warm'].get('glued_values_compared', 0)} "
+        lines.append(f"- The warm run gave the same book: {res['warm'].get('glued_values_compared', 0)} "
                      "glued values, " + ("all identical to the cold run's." if not changed else
                                          f"**{len(changed)} differ**: {', '.join(changed[:10])}."))
     lines.append("")

@@ -7,9 +7,10 @@
 This *is* ``python -m robustvae.runs book`` (:func:`robustvae.runs.execute_book`, one chapter per
 core, each on one thread): it re-executes the book's notebooks in place, replacing each one that
 runs to its end. ``cold`` starts from an empty model cache, as a new reader's first ``make book``
-does; ``warm`` runs every chapter again with that cache full, as a reader's rerun does, and checks
-that every glued value came out the same (the book's numbers do not depend on which process
-trained a model or on the order in which chapters ran).
+does; ``warm`` runs every chapter again with that cache full (models, and the results of attacks
+and estimates, :mod:`robustvae.memo`), as a reader's rerun does, and checks that every glued value
+came out the same (the book's numbers do not depend on which process trained a model, on the
+order in which chapters ran, or on whether a result was computed or loaded).
 
 Recorded in ``results/cpu2_book_parallel.json`` (``--out``): per chapter, when it started and
 finished and its wall time; the whole book's wall time; a reference workload timed before and

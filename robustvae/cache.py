@@ -36,6 +36,7 @@ import logging
 import os
 import random
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -52,6 +53,12 @@ log = logging.getLogger("robustvae.cache")
 
 #: Bumped when the checkpoint layout or the training code changes in a way that changes models.
 CACHE_FORMAT = 1
+
+
+#: Modules left out of :func:`code_fingerprint`: the result cache (:mod:`robustvae.memo`) stores and
+#: loads results and computes none, so changing it neither retrains a model nor invalidates a
+#: result (``benchmarks/time_book.py`` checks that loaded results give the same book).
+NEUTRAL = frozenset({"robustvae.memo"})
 
 
 class CacheWarning(UserWarning):
@@ -86,7 +93,7 @@ def _package_imports(tree: ast.AST, module: str) -> set[str]:
                 found.add(node.module)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith(package + "."))
-    return {m for m in found if m != package and importlib.util.find_spec(m) is not None}
+    return {m for m in found if m != package and m not in NEUTRAL and importlib.util.find_spec(m) is not None}
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -237,7 +244,10 @@ def _load_or_train_locked(path: Path, config: Any, build: Callable[[], nn.Module
             np.random.seed(seed % 2**32)
             torch.manual_seed(seed)
             model = build().to(device)
+            start = time.perf_counter()
             history = train(model)
+            log.info("robustvae.cache: trained %s in %.1f s (%s)", getattr(config, "kind", "model"),
+                     time.perf_counter() - start, path.name)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)

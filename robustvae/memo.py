@@ -43,6 +43,7 @@ import os
 import pickle
 import random
 import tempfile
+import time
 import types
 import warnings
 from pathlib import Path
@@ -56,6 +57,10 @@ from .cache import cache_dir, code_fingerprint
 __all__ = ["memoize", "fingerprint_of", "enabled", "results_dir", "ResultCacheWarning", "Unfingerprintable"]
 
 log = logging.getLogger("robustvae.memo")
+
+#: How many memoized calls are running in this thread's stack (a nested call is logged as such,
+#: so that a report of the logged times can count each second once).
+_DEPTH = [0]
 
 #: Bumped when the stored layout changes.
 RESULT_FORMAT = 1
@@ -299,13 +304,22 @@ def memoize(fn: Callable | None = None, *, unless: Callable[[dict], bool] | None
         path = results_dir() / f"{name}-{key}.pkl"
         stored = _load(path, key)
         if stored is not None:
-            log.info("robustvae.memo: loaded %s from %s", name, path.name)
+            log.info("robustvae.memo: loaded %s (computed in %.1f s) from %s%s", name,
+                     stored.get("seconds", float("nan")), path.name, " [nested]" if _DEPTH[0] else "")
             _set_global_states(stored["global_states"])
             for gen, state in zip(h.generators, stored["generator_states"]):
                 gen.set_state(state)
             return stored["value"]
-        value = fn(*args, **kwargs)
-        _save(path, {"format": RESULT_FORMAT, "key": key, "value": value,
+        start = time.perf_counter()
+        _DEPTH[0] += 1
+        try:
+            value = fn(*args, **kwargs)
+        finally:
+            _DEPTH[0] -= 1
+        seconds = time.perf_counter() - start
+        log.info("robustvae.memo: computed %s in %.1f s (%s)%s", name, seconds, path.name,
+                 " [nested]" if _DEPTH[0] else "")
+        _save(path, {"format": RESULT_FORMAT, "key": key, "value": value, "seconds": seconds,
                      "global_states": _global_states(),
                      "generator_states": [g.get_state() for g in h.generators]})
         return value

@@ -171,3 +171,16 @@ def test_fingerprints_read_values_not_identities():
         warnings.simplefilter("error")
         with pytest.raises(memo.Unfingerprintable):
             fingerprint_of(threading.Lock())
+
+
+def test_the_result_cache_is_left_out_of_code_fingerprints():
+    """Changing the cache machinery must not retrain models or drop results (robustvae.cache.NEUTRAL)."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    from robustvae import cache
+
+    tree = ast.parse(Path(importlib.util.find_spec("robustvae.attacks").origin).read_text())
+    followed = cache._package_imports(tree, "robustvae.attacks")
+    assert "robustvae.models" in followed and "robustvae.memo" not in followed
