@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"call_costs.py: no chapter notebooks under {args.book}")
     res = {p.stem: chapter_costs(p) for p in chapters}
     warm = [ch for ch, r in res.items() if r["loaded"] and not r["training"] and not r["calls"]]
-    out = {"note": "from the notebooks' stderr; run on the notebooks of a cold run", "chapters": res,
-           "warm_chapters": warm}
+    from robustvae.utils import git_commit
+
+    commit = git_commit() or "?"  # the code that ran, when called right after the run (time_book.py does)
+    out = {"note": "from the notebooks' stderr; run on the notebooks of a cold run", "commit": commit,
+           "chapters": res, "warm_chapters": warm}
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     for ch, r in res.items():
         top = ", ".join(f"{k} {v['s']:.0f} s ({v['n']}x)" for k, v in list(r["calls"].items())[:3])

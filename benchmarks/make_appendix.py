@@ -263,6 +263,44 @@ def _parallel_section() -> list[str]:
     return lines
 
 
+def _call_costs_section() -> list[str]:
+    """Each chapter's cold time split by the book's own logs (``cpu2_call_costs.json``, ``call_costs.py``)."""
+    res = _load_json("cpu2_call_costs.json", required=False)
+    if not res:
+        return []
+    rows, tops = [], []
+    total = {"wall_s": 0.0, "training_s": 0.0, "computed_s": 0.0, "other_s": 0.0}
+    for ch, c in res["chapters"].items():
+        rows.append([f"`{ch[:2]}`", *[f"{c[k]:.0f}" for k in total]])
+        for k in total:
+            total[k] += c[k]
+        items = [(f"training {m}", s, 1) for m, s in c["training"].items()]
+        items += [(f"`{name}`", v["s"], v["n"]) for name, v in c["calls"].items()]
+        items.sort(key=lambda t: -t[1])
+        if items:
+            tops.append(f"{ch[:2]}: " + ", ".join(f"{n} {s:.0f} s" + (f" ({k} calls)" if k > 1 else "")
+                                                 for n, s, k in items[:3]))
+    rows.append(["all", *[f"**{total[k]:.0f}**" for k in total]])
+    lines = [
+        "### Where a cold run spends its time",
+        "",
+        "The model cache logs the training time of every model it trains and the result cache",
+        "(`robustvae.memo`) the time of every attack, margin search and estimate it computes;",
+        "`benchmarks/call_costs.py` reads those lines from the notebooks of the cold run above",
+        "(`" + res.get("commit", "?") + "`) and splits each chapter's wall time (seconds, one thread): training,",
+        "cached computations, and the rest (loading data and models, uncached estimates, figures,",
+        "kernel start).",
+        "",
+        _table(["ch.", "wall", "training", "attacks and estimates", "rest"], rows),
+        "",
+        "The three largest items of each chapter:",
+        "",
+        *[f"- {t}" for t in tops],
+        "",
+    ]
+    return lines
+
+
 def _pinned_times_section() -> list[str]:
     """Chapter times with the pinned numerics (``cpu2_book_pinned.json``), if measured."""
     res = _load_json("cpu2_book_pinned.json", required=False)
@@ -528,6 +566,7 @@ def render() -> str:
         "",
         *_numerics_section(),
         *_parallel_section(),
+        *_call_costs_section(),
         "## Time and memory per chapter, one chapter at a time",
         "",
         "The measurements below are older: each chapter alone on two threads, as the book ran until the",

@@ -12,6 +12,10 @@ and estimates, :mod:`robustvae.memo`), as a reader's rerun does, and checks that
 came out the same (the book's numbers do not depend on which process trained a model, on the
 order in which chapters ran, or on whether a result was computed or loaded).
 
+Between the two, :mod:`call_costs` splits each chapter's cold time into training per model,
+attacks and estimates per function and the rest, from the cold notebooks' logs
+(``results/cpu2_call_costs.json``).
+
 Recorded in ``results/cpu2_book_parallel.json`` (``--out``): per chapter, when it started and
 finished and its wall time; the whole book's wall time; a reference workload timed before and
 after (:func:`profile_book.reference_workload`, a fixed training loop), so that the book's time is
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     cold = _run(cache, args.jobs)
     res["cold"] = {k: cold[k] for k in ("wall_s", "chapters")}
     print(f"cold: {cold['wall_s']:.0f} s", flush=True)
+    import call_costs  # where the cold run's time went, from its notebooks (before warm replaces them)
+
+    call_costs.main(["--out", str(args.out.with_name("cpu2_call_costs.json"))])
     if not args.no_warm:
         warm = _run(cache, args.jobs)
         res["warm"] = {k: warm[k] for k in ("wall_s", "chapters")}

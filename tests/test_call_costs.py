@@ -1,0 +1,55 @@
+"""benchmarks/call_costs.py: a chapter's cold time split by the cache logs, each second counted once,
+and the logs it reads are the ones the caches write."""
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustvae import memo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cc():
+    spec = importlib.util.spec_from_file_location("call_costs", ROOT / "benchmarks" / "call_costs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _notebook(tmp_path, stderr: list[str], duration=100.0) -> Path:
+    cells = [{"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stderr", "text": t}]}
+             for t in stderr]
+    p = tmp_path / "04_x.ipynb"
+    p.write_text(json.dumps({"metadata": {"papermill": {"duration": duration}}, "cells": cells}))
+    return p
+
+
+def test_nested_calls_count_once_and_the_rest_is_what_is_left(cc, tmp_path):
+    p = _notebook(tmp_path, [
+        "robustvae.cache: trained vae in 30.0 s (vae-0123456789abcdef.pt)\nrobustvae.cache: loaded classifier\n",
+        "robustvae.memo: computed rrobust.portfolio_margin in 9.0 s (x.pkl) [nested]\n"
+        "robustvae.memo: computed scorecard.margin_column in 10.0 s (y.pkl)\n",
+        "robustvae.memo: computed attacks.pgd in 5.5 s (z.pkl)\nrobustvae.memo: computed attacks.pgd in 4.5 s (w.pkl)\n",
+    ])
+    r = cc.chapter_costs(p)
+    assert r["training_s"] == 30.0 and r["computed_s"] == 20.0 and r["other_s"] == 50.0
+    assert r["calls"]["attacks.pgd"] == {"n": 2, "s": 10.0}
+    assert "rrobust.portfolio_margin" not in r["calls"] and r["loaded"] == 1
+
+
+def test_the_patterns_match_what_the_result_cache_logs(cc, tmp_path, caplog):
+    @memo.memoize
+    def twice(x):
+        return 2 * x
+
+    with caplog.at_level(logging.INFO, logger="robustvae.memo"):
+        twice(torch.ones(2))
+        twice(torch.ones(2))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert len(cc.COMPUTED.findall(text)) == 1 and len(cc.LOADED.findall(text)) == 1
