@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = re.compile(r"robustvae\.cache: trained (\S+) in ([\d.]+) s \((\S+)\)")
 COMPUTED = re.compile(r"robustvae\.memo: computed (\S+) in ([\d.]+) s \((\S+)\)( \[nested\])?")
-LOADED = re.compile(r"robustvae\.(?:memo|cache): loaded")
+LOADED = re.compile(r"robustvae\.memo: loaded")
 
 
 def chapter_costs(path: Path) -> dict:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if not chapters:
         sys.exit(f"call_costs.py: no chapter notebooks under {args.book}")
     res = {p.stem: chapter_costs(p) for p in chapters}
-    warm = [ch for ch, r in res.items() if r["loaded"] and not r["training"] and not r["calls"]]
+    warm = [ch for ch, r in res.items() if r["loaded"]]  # results loaded: a warm run, its costs are not all here
     from robustvae.utils import git_commit
 
     commit = git_commit() or "?"  # the code that ran, when called right after the run (time_book.py does)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ch:24s} wall {r['wall_s']:6.0f}  training {r['training_s']:6.0f}  computed {r['computed_s']:6.0f}"
               f"  other {r['other_s']:6.0f}  | {top}")
     if warm:
-        print(f"call_costs.py: {', '.join(warm)} loaded everything (a warm run): no costs to report there.")
+        print(f"call_costs.py: {', '.join(warm)} loaded cached results (a warm run?): their costs are incomplete.")
     return 0
 
 

@@ -14,7 +14,8 @@ order in which chapters ran, or on whether a result was computed or loaded).
 
 Between the two, :mod:`call_costs` splits each chapter's cold time into training per model,
 attacks and estimates per function and the rest, from the cold notebooks' logs
-(``results/cpu2_call_costs.json``).
+(``results/cpu2_call_costs.json``). When the warm run gives the same glued values, the book keeps
+the cold run's notebooks (their logs say what each chapter computed and how long it took).
 
 Recorded in ``results/cpu2_book_parallel.json`` (``--out``): per chapter, when it started and
 finished and its wall time; the whole book's wall time; a reference workload timed before and
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     import call_costs  # where the cold run's time went, from its notebooks (before warm replaces them)
 
     call_costs.main(["--out", str(args.out.with_name("cpu2_call_costs.json"))])
+    cold_notebooks = {p: p.read_bytes() for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb")}
     if not args.no_warm:
         warm = _run(cache, args.jobs)
         res["warm"] = {k: warm[k] for k in ("wall_s", "chapters")}
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         res["warm"]["glued_values_compared"] = sum(len(v) for v in cold["glued"].values())
         print(f"warm: {warm['wall_s']:.0f} s; glued values that changed: "
               f"{res['warm']['glued_values_that_changed'] or 'none'}", flush=True)
+        if not res["warm"]["glued_values_that_changed"]:  # the book keeps the cold run's notebooks, whose
+            for p, text in cold_notebooks.items():        # logs say what was computed and how long it took
+                p.write_bytes(text)
     ref.append(profile_book.reference_workload())
     mean_ref = sum(ref) / len(ref)
     res["reference_s"] = [round(r, 3) for r in ref]

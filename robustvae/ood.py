@@ -34,6 +34,7 @@ OOD sets that need no download
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import zlib
@@ -45,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .memo import memoize
 from .models import VAE, gaussian_kl
 from .stats import bootstrap_draws
 from .training import device_of
@@ -361,6 +363,12 @@ class LikelihoodRegret(_VAEDetector):
                 mu.grad, log_var.grad = g_mu, g_lv
                 opt.step()
         return mu.detach(), log_var.detach()
+
+    @memoize
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`Detector.score`, cached by :func:`robustvae.memo.memoize` (the per-image fit is the
+        costly part of chapter 2)."""
+        return super().score(x)
 
     def _score_batch(self, x):
         nll_before = -self.vae.iwae(x, k=self.k)
@@ -739,15 +747,20 @@ def classifier_detectors(classifier: nn.Module) -> dict[str, Detector]:
     return {d.name: d for d in dets}
 
 
+@memoize
 def score_sets(detectors: dict[str, Detector], sets: dict[str, torch.Tensor], x_train: torch.Tensor | None = None,
                seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
-    """Fit every detector on ``x_train`` (if given), then score every set.
+    """Fit a copy of every detector on ``x_train`` (if given), then score every set.
+
+    The detectors passed in are left as they are (the scores are cached by
+    :func:`robustvae.memo.memoize`, so fitting them in place would happen only on a miss).
 
     Returns ``scores[detector][set]``, each ``(N,)``. Torch's global RNG is reseeded with
     ``seed`` before each call, so stochastic scores (ELBO, IWAE) do not depend on the order,
     and a wrapper (:class:`InputComplexity`, :class:`LikelihoodRatio`) listed after the
     detector it wraps reuses that detector's scores instead of recomputing them.
     """
+    detectors = copy.deepcopy(detectors)  # one copy of the whole dict: a wrapper still shares its inner detector
     if x_train is not None:
         for det in detectors.values():
             det.fit(x_train)

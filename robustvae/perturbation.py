@@ -592,6 +592,7 @@ def distance_to_family(samples: torch.Tensor, x: torch.Tensor, grid: torch.Tenso
 
 
 @torch.no_grad()
+@memoize
 def grid_worst_case(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor | None = None,
                     batch_size: int = 1000) -> torch.Tensor:
     """The worst case of ``classifier`` over a grid of *true* RTS perturbations of each image.
@@ -692,7 +693,8 @@ def get_robust_classifier(config: RobustClassifierConfig | None = None, device: 
 
             def loss_fn(m, xb, yb):
                 m.eval()            # attack the deterministic network (no dropout), as at test time
-                x_adv, _ = latent_pgd(cvae, m, xb, yb, cfg.eps, cfg.attack_steps, generator=gen)
+                # uncached (__wrapped__): a training batch's attack is never asked for again
+                x_adv, _ = latent_pgd.__wrapped__(cvae, m, xb, yb, cfg.eps, cfg.attack_steps, generator=gen)
                 m.train()
                 ce_clean = F.cross_entropy(m(xb), yb, reduction="none")
                 ce_adv = F.cross_entropy(m(x_adv), yb, reduction="none")

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import attacks, cache, data
+from .memo import memoize
 from .models import LIKELIHOODS, VAE, gaussian_kl
 from .training import DataConfig, device_of, fit, get_classifier, make_config
 from .utils import check_choice, check_positive, resolve_device
@@ -329,6 +330,7 @@ class Defended(nn.Module):
 
 
 @torch.no_grad()
+@memoize
 def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, batch_size: int = 500) -> torch.Tensor:
     """Per-image correctness ``argmax model(x) == y`` (a CPU bool tensor ``(B,)``).
 
@@ -443,7 +445,8 @@ def defense_vae_training_pairs(classifier: nn.Module, x: torch.Tensor, y: torch.
                 if m == 1:
                     xa = attacks.fgsm(classifier, xb, yb, eps)
                 else:
-                    xa = attacks.pgd(classifier, xb, yb, eps, steps=cfg.pgd_steps, generator=gen)
+                    # uncached (__wrapped__): a training batch's attack is never asked for again
+                    xa = attacks.pgd.__wrapped__(classifier, xb, yb, eps, steps=cfg.pgd_steps, generator=gen)
                 x_att[j] = xa.cpu()
     return x_att
 

@@ -213,6 +213,7 @@ def stochastic_reconstructions(
 
 
 @torch.no_grad()
+@memoize
 def reconstruction_distances(
     vae: nn.Module,
     x: torch.Tensor,
@@ -252,6 +253,7 @@ def probability_from_distances(distances: torch.Tensor, r: float, confidence: fl
     return ProbabilityEstimate(k.float() / n, lo, hi, n, r)
 
 
+@memoize
 def r_robust_probability(
     vae: nn.Module,
     x: torch.Tensor,
@@ -787,6 +789,7 @@ def decoder_jacobian(vae: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return torch.func.vmap(torch.func.jacfwd(g_one))(z)
 
 
+@memoize
 def theoretical_margins(vae: nn.Module, x: torch.Tensor, p0: torch.Tensor,
                         n_samples: int | None = None) -> dict[str, torch.Tensor]:
     """The margins of Camuto et al. (AISTATS 2021) for each input, from the model itself.

@@ -32,7 +32,8 @@ def _notebook(tmp_path, stderr: list[str], duration=100.0) -> Path:
 
 def test_nested_calls_count_once_and_the_rest_is_what_is_left(cc, tmp_path):
     p = _notebook(tmp_path, [
-        "robustvae.cache: trained vae in 30.0 s (vae-0123456789abcdef.pt)\nrobustvae.cache: loaded classifier\n",
+        "robustvae.cache: trained vae in 30.0 s (vae-0123456789abcdef.pt)\nrobustvae.cache: loaded classifier\n"
+        "robustvae.memo: loaded attacks.pgd (computed in 3.0 s) from a.pkl\n",
         "robustvae.memo: computed rrobust.portfolio_margin in 9.0 s (x.pkl) [nested]\n"
         "robustvae.memo: computed scorecard.margin_column in 10.0 s (y.pkl)\n",
         "robustvae.memo: computed attacks.pgd in 5.5 s (z.pkl)\nrobustvae.memo: computed attacks.pgd in 4.5 s (w.pkl)\n",
