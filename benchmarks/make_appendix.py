@@ -298,6 +298,11 @@ def _call_costs_section() -> list[str]:
         *[f"- {t}" for t in tops],
         "",
     ]
+    shared = [ch[:2] for ch in res.get("warm_chapters", [])]
+    if shared:
+        lines += [f"Chapter{'s' if len(shared) > 1 else ''} {', '.join(shared)} loaded results that an earlier "
+                  "chapter of the same run had computed with the same inputs (the result cache works "
+                  "across chapters), so part of their work is counted where it was done.", ""]
     return lines
 
 
