@@ -1,18 +1,16 @@
 """The appendix "Reproducing this book" is generated from benchmarks/results/: it must not drift."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _make_appendix():
-    spec = importlib.util.spec_from_file_location("make_appendix", ROOT / "benchmarks" / "make_appendix.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/make_appendix.py")
 
 
 def test_appendix_matches_the_benchmark_results():
@@ -49,9 +47,7 @@ def test_smoke_rerun_table_counts_claims_per_dataset(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_bjorck_orthonormalises_and_every_parametrisation_trains():
-    spec = importlib.util.spec_from_file_location("bench_param", ROOT / "benchmarks" / "bench_parametrisations.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/bench_parametrisations.py")
     import torch
 
     torch.manual_seed(0)
@@ -76,10 +72,7 @@ def test_full_rerun_table_shows_the_recorded_numbers(tmp_path):
 
 
 def _seed_findings():
-    spec = importlib.util.spec_from_file_location("seed_findings", ROOT / "benchmarks" / "seed_findings.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/seed_findings.py")
 
 
 def test_findings_are_compared_across_seeds_claim_by_claim(tmp_path, monkeypatch):
@@ -123,9 +116,7 @@ def test_findings_are_compared_across_seeds_claim_by_claim(tmp_path, monkeypatch
 
 
 def test_more_inputs_table_puts_each_claim_and_number_beside_the_book(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("more_inputs", ROOT / "benchmarks" / "more_inputs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/more_inputs.py")
     book, run = tmp_path / "book", tmp_path / "run"
     glued = {
         book / "06_rrobustness.ipynb": {"claims_detail": [(1, "check", True, True, "a bound"),

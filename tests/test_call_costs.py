@@ -1,7 +1,6 @@
 """benchmarks/call_costs.py: a chapter's cold time split by the cache logs, each second counted once,
 and the logs it reads are the ones the caches write."""
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -11,15 +10,12 @@ import torch
 
 from robustvae import memo
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def cc():
-    spec = importlib.util.spec_from_file_location("call_costs", ROOT / "benchmarks" / "call_costs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/call_costs.py")
 
 
 def _notebook(tmp_path, stderr: list[str], duration=100.0) -> Path:

@@ -32,15 +32,10 @@ def test_unknown_attribute_is_an_attribute_error():
 
 def test_the_library_page_is_current_and_lists_every_module():
     """book/library.md ("The robustvae library") is generated from the docstrings: it must not drift."""
-    import importlib.util
-    from pathlib import Path
-
     import robustvae
+    from tests.scripts import load_script
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("make_library_page", root / "scripts" / "make_library_page.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("scripts/make_library_page.py")
     text = mod.render()
     assert mod.PAGE.read_text() == text, "book/library.md is stale: run scripts/make_library_page.py"
     for name in robustvae.SUBMODULES:

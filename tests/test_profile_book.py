@@ -1,20 +1,15 @@
 """benchmarks/profile_book.py: the summary charges each sample of the chapter's kernel to the right
 kind of work, and leaves the runner's samples out."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def pb():
-    spec = importlib.util.spec_from_file_location("profile_book", ROOT / "benchmarks" / "profile_book.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/profile_book.py")
 
 
 RUNNER = 'process 10:"python -m robustvae.runs book 04"'
