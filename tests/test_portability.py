@@ -154,6 +154,19 @@ def test_nbval_passes_within_tolerance_and_fails_beyond_it(tmp_path):
     assert run_with(2, None, None, source=swapped).returncode != 0, "a figure drawing other data must fail"
 
 
+def test_nbval_kernels_run_with_the_result_cache_off(tmp_path):
+    """`make nbval` recomputes every number: a result loaded from the cache would compare nothing."""
+    for stored, passes in (("off", True), ("on", False)):
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("import os\nprint(os.environ.get('ROBUSTVAE_RESULT_CACHE', 'on'))")
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{stored}\n")]
+        cell.execution_count = 1
+        nb.cells = [cell]
+        target = tmp_path / f"env_{stored}.ipynb"
+        nbformat.write(nb, target)
+        assert (_nbval(target).returncode == 0) is passes, f"stored {stored!r}"
+
+
 def test_figure_fingerprint_tells_figures_apart():
     import matplotlib
 
