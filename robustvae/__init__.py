@@ -41,8 +41,8 @@ _NAMES = {
     "get_vae": "training", "accuracy": "training", "predict_logits": "training", "vae_metrics": "training",
     "cache_dir": "cache", "load_or_train": "cache",
     "seed_everything": "utils", "resolve_device": "utils", "check_choice": "utils",
-    "check_positive": "utils", "setup": "utils", "record": "utils",
-    "Claims": "claims", "ClaimsFailed": "claims",
+    "check_positive": "utils", "setup": "utils",
+    "Claims": "claims", "ClaimsFailed": "claims", "record": "claims",
 }
 
 __all__ = list(_NAMES) + list(SUBMODULES)

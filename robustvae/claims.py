@@ -40,8 +40,9 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["BOOK_DATASET", "KINDS", "SEEDS_TABLE", "seed_record", "Claim", "Claims", "ClaimsFailed",
+__all__ = ["record", "BOOK_DATASET", "KINDS", "SEEDS_TABLE", "seed_record", "Claim", "Claims", "ClaimsFailed",
            "ClaimsReport"]
 
 #: The dataset the book's run uses, on which the tuned thresholds were set.
@@ -259,3 +260,22 @@ class Claims:
         else:
             print(self.summary())
         return ClaimsReport(self.table())
+
+
+def record(values: dict[str, Any] | None = None, /, **named: Any) -> None:
+    """Glue every value under its name for the chapter's prose (``{glue:text}`name```), without
+    displaying it: ``record(acc=acc, n=n)`` or ``record({"acc": acc})``, in the given order.
+
+    One call instead of a ``myst_nb.glue(name, value, display=False)`` per number; the values are
+    stored exactly as ``glue`` stores them. A name given twice is an error.
+    """
+    from myst_nb import glue
+
+    items = list((values or {}).items())
+    clash = sorted(set(dict(items)) & set(named))
+    if clash:
+        raise ValueError(f"record() got these names twice: {clash}.")
+    for name, value in items + list(named.items()):
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"A glued name must be an identifier, got {name!r}.")
+        glue(name, value, display=False)

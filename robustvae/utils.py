@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device", "check_choice", "check_positive", "setup", "git_commit", "record"]
+__all__ = ["seed_everything", "resolve_device", "check_choice", "check_positive", "setup", "git_commit"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -147,22 +147,3 @@ def git_commit(dirty: bool = False) -> str | None:
         return head.stdout.strip() + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def record(values: dict[str, Any] | None = None, /, **named: Any) -> None:
-    """Glue every value under its name for the chapter's prose (``{glue:text}`name```), without
-    displaying it: ``record(acc=acc, n=n)`` or ``record({"acc": acc})``, in the given order.
-
-    One call instead of a ``myst_nb.glue(name, value, display=False)`` per number; the values are
-    stored exactly as ``glue`` stores them. A name given twice is an error.
-    """
-    from myst_nb import glue
-
-    items = list((values or {}).items())
-    clash = sorted(set(dict(items)) & set(named))
-    if clash:
-        raise ValueError(f"record() got these names twice: {clash}.")
-    for name, value in items + list(named.items()):
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"A glued name must be an identifier, got {name!r}.")
-        glue(name, value, display=False)
