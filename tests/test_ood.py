@@ -429,3 +429,16 @@ def test_bernoulli_ceiling_ratio_is_nonnegative_and_bernoulli_only(tiny_vae, tin
     with pytest.raises(ValueError, match="Bernoulli"):
         ood.BernoulliCeilingRatio(ood.NegELBO(gauss))
     assert "-log p(x) - sum H_b(x)" not in ood.vae_detectors(gauss, k=2)
+
+
+def test_score_sets_fits_copies_and_a_cached_call_gives_the_same_scores(tiny_vae, tiny_images):
+    """score_sets is cached (robustvae.memo): it fits copies, so the caller's detectors are the same
+    after a computed call as after a loaded one, and the loaded scores equal the computed ones."""
+    det = ood.LatentMahalanobis(tiny_vae)
+    sets = {"in": tiny_images, "noise": ood.uniform_noise(5)}
+    first = ood.score_sets({"m": det}, sets, x_train=tiny_images, seed=0)
+    assert det.mean is None and det.precision is None, "the caller's detector must stay unfitted"
+    again = ood.score_sets({"m": det}, sets, x_train=tiny_images, seed=0)
+    assert all(torch.equal(first["m"][s], again["m"][s]) for s in sets)
+    fitted = ood.LatentMahalanobis(tiny_vae).fit(tiny_images)
+    assert torch.allclose(first["m"]["noise"], fitted.score(sets["noise"]))
