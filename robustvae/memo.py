@@ -24,7 +24,8 @@ fingerprint cannot read (a warning names it and the call runs uncached), a resul
 pickled (a warning, computed and returned as usual). A stored file that cannot be read is
 recomputed and overwritten with a warning, never trusted. The files live in ``results/`` of the
 model cache (:func:`robustvae.cache.cache_dir`). ``ROBUSTVAE_RESULT_CACHE=off`` turns the cache
-off (``make nbval`` does, so that the regression tests recompute every number).
+off (the nbval plugin, ``tests/nbval_plugin.py``, does, so that the regression tests recompute
+every number).
 
 A memoized function must be deterministic given its inputs and the random state, and must not
 change its arguments other than by drawing random numbers: the functions wrapped in the library
@@ -43,6 +44,7 @@ import os
 import pickle
 import random
 import tempfile
+import threading
 import time
 import types
 import warnings
@@ -58,9 +60,14 @@ __all__ = ["memoize", "fingerprint_of", "enabled", "results_dir", "ResultCacheWa
 
 log = logging.getLogger("robustvae.memo")
 
-#: How many memoized calls are running in this thread's stack (a nested call is logged as such,
-#: so that a report of the logged times can count each second once).
-_DEPTH = [0]
+class _Depth(threading.local):
+    """How many memoized calls are running in this thread's stack (a nested call is logged as such,
+    so that a report of the logged times can count each second once)."""
+
+    n = 0
+
+
+_DEPTH = _Depth()
 
 #: Bumped when the stored layout changes.
 RESULT_FORMAT = 1
@@ -268,15 +275,12 @@ def _save(path: Path, stored: dict) -> bool:
             os.remove(tmp)
 
 
-def memoize(fn: Callable | None = None, *, unless: Callable[[dict], bool] | None = None) -> Callable:
+def memoize(fn: Callable) -> Callable:
     """Cache ``fn``'s results by the value of its arguments and the random state (module docstring).
 
-    ``unless(arguments)`` (the bound arguments, defaults applied) returns True for a call that must
-    not be cached; a call with a non-None ``callback`` argument never is. The wrapped function
-    keeps its signature and docstring; ``wrapper.__wrapped__`` is the uncached function.
+    A call with a non-None ``callback`` argument is never cached. The wrapped function keeps its
+    signature and docstring; ``wrapper.__wrapped__`` is the uncached function.
     """
-    if fn is None:
-        return functools.partial(memoize, unless=unless)
     signature = inspect.signature(fn)
     name = f"{fn.__module__.rpartition('.')[2]}.{fn.__qualname__}"
 
@@ -287,7 +291,7 @@ def memoize(fn: Callable | None = None, *, unless: Callable[[dict], bool] | None
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)
-        if arguments.get("callback") is not None or (unless is not None and unless(arguments)):
+        if arguments.get("callback") is not None:
             return fn(*args, **kwargs)
         from . import numerics
 
@@ -305,20 +309,20 @@ def memoize(fn: Callable | None = None, *, unless: Callable[[dict], bool] | None
         stored = _load(path, key)
         if stored is not None:
             log.info("robustvae.memo: loaded %s (computed in %.1f s) from %s%s", name,
-                     stored.get("seconds", float("nan")), path.name, " [nested]" if _DEPTH[0] else "")
+                     stored.get("seconds", float("nan")), path.name, " [nested]" if _DEPTH.n else "")
             _set_global_states(stored["global_states"])
             for gen, state in zip(h.generators, stored["generator_states"]):
                 gen.set_state(state)
             return stored["value"]
         start = time.perf_counter()
-        _DEPTH[0] += 1
+        _DEPTH.n += 1
         try:
             value = fn(*args, **kwargs)
         finally:
-            _DEPTH[0] -= 1
+            _DEPTH.n -= 1
         seconds = time.perf_counter() - start
         log.info("robustvae.memo: computed %s in %.1f s (%s)%s", name, seconds, path.name,
-                 " [nested]" if _DEPTH[0] else "")
+                 " [nested]" if _DEPTH.n else "")
         _save(path, {"format": RESULT_FORMAT, "key": key, "value": value, "seconds": seconds,
                      "global_states": _global_states(),
                      "generator_states": [g.get_state() for g in h.generators]})

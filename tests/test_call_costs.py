@@ -50,3 +50,18 @@ def test_the_patterns_match_what_the_result_cache_logs(cc, tmp_path, caplog):
         twice(torch.ones(2))
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert len(cc.COMPUTED.findall(text)) == 1 and len(cc.LOADED.findall(text)) == 1
+
+
+def test_a_call_inside_a_cached_call_is_logged_as_nested(cc, caplog):
+    @memo.memoize
+    def inner(x):
+        return x + 1
+
+    @memo.memoize
+    def outer(x):
+        return inner(x) * 2
+
+    with caplog.at_level(logging.INFO, logger="robustvae.memo"):
+        outer(torch.ones(2))
+    found = cc.COMPUTED.findall("\n".join(r.getMessage() for r in caplog.records))
+    assert [(n.rsplit(".", 1)[-1], bool(nested)) for n, _, _, nested in found] == [("inner", True), ("outer", False)]

@@ -187,3 +187,18 @@ def test_the_book_run_shows_on_how_many_seeds_each_claim_held(tmp_path, monkeypa
         other.check("a beats b", True, kind="finding")
         assert "held on seeds" not in other.table().columns
     assert claims_mod.seed_record("04_x", tmp_path / "absent.csv") == ({}, None)
+
+
+def test_record_glues_every_value_in_order_without_display(monkeypatch):
+    import myst_nb
+
+    import robustvae as rv
+
+    calls = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: calls.append((name, value, display)))
+    rv.record({"a": 1}, b=2.5, c="x")
+    assert calls == [("a", 1, False), ("b", 2.5, False), ("c", "x", False)]
+    with pytest.raises(ValueError, match="twice"):
+        rv.record({"a": 1}, a=2)
+    with pytest.raises(ValueError, match="identifier"):
+        rv.record({"not a name": 1})

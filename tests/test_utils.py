@@ -43,17 +43,3 @@ def test_check_helpers():
     assert rv.check_positive("lr", 0.1, integer=False) == 0.1
     assert rv.check_positive("b", 0, integer=False, allow_zero=True) == 0
 
-
-def test_record_glues_every_value_in_order_without_display(monkeypatch):
-    import myst_nb
-
-    import robustvae as rv
-
-    calls = []
-    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: calls.append((name, value, display)))
-    rv.record({"a": 1}, b=2.5, c="x")
-    assert calls == [("a", 1, False), ("b", 2.5, False), ("c", "x", False)]
-    with pytest.raises(ValueError, match="twice"):
-        rv.record({"a": 1}, a=2)
-    with pytest.raises(ValueError, match="identifier"):
-        rv.record({"not a name": 1})
