@@ -12,7 +12,8 @@ One per chapter: :mod:`~robustvae.ood` (2), :mod:`~robustvae.consistency` (3),
 :mod:`~robustvae.purify` (4), :mod:`~robustvae.calibration` (5), :mod:`~robustvae.rrobust` and
 :mod:`~robustvae.tcvae` (6), :mod:`~robustvae.lipschitz` and :mod:`~robustvae.certify` (7),
 :mod:`~robustvae.perturbation` (8), :mod:`~robustvae.scorecard` (9), :mod:`~robustvae.score` and
-:mod:`~robustvae.score_report` (10: scoring your own VAE). Reruns and sweeps:
+:mod:`~robustvae.score_report` (10: scoring your own VAE). Each chapter's figures and tables:
+the subpackages :mod:`~robustvae.plots` and :mod:`~robustvae.reports`. Reruns and sweeps:
 ``python -m robustvae.runs`` (:mod:`~robustvae.runs`).
 
 Submodules and the names below are imported on first use (PEP 562), so ``import robustvae`` is
@@ -29,7 +30,8 @@ __version__ = "0.1.0"
 #: The library's modules, each importable as ``robustvae.NAME`` (or ``from robustvae import NAME``).
 SUBMODULES = (
     "attacks", "cache", "calibration", "certify", "claims", "consistency", "data", "fingerprint",
-    "lipschitz", "memo", "models", "numerics", "ood", "perturbation", "plotting", "purify", "rrobust", "runs", "stats",
+    "lipschitz", "memo", "models", "numerics", "ood", "perturbation", "plots", "plotting", "purify", "reports",
+    "rrobust", "runs", "stats",
     "score", "score_report", "scorecard", "tables", "tcvae", "training", "utils",
 )
 

@@ -26,6 +26,7 @@ GROUPS = (
                                  "attacks", "claims", "plotting", "tables", "fingerprint")),
     ("One per chapter", ("ood", "consistency", "purify", "calibration", "rrobust", "tcvae", "lipschitz",
                          "certify", "perturbation", "scorecard", "score", "score_report")),
+    ("Each chapter's figures and tables", ("plots", "reports")),
     ("Running the book", ("runs",)),
 )
 CHAPTER = {"ood": "2", "consistency": "3", "purify": "4", "calibration": "5", "rrobust": "6", "tcvae": "6",
@@ -51,6 +52,12 @@ def _first_sentence(doc: str | None) -> str:
 def _first_line(obj) -> str:
     doc = inspect.getdoc(obj) if (inspect.isfunction(obj) or inspect.isclass(obj)) else None
     return _markdown(" ".join((doc or "").split("\n\n")[0].split()))
+
+
+def _with_submodules(name: str) -> list[str]:
+    """``name``, then (for a subpackage such as ``plots``) each of its modules as ``name.sub``."""
+    mod = importlib.import_module(f"robustvae.{name}")
+    return [name] + [f"{name}.{sub}" for sub in getattr(mod, "SUBMODULES", ())] if hasattr(mod, "__path__") else [name]
 
 
 def render() -> str:
@@ -83,9 +90,9 @@ def render() -> str:
         lines += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head), *rows, ""]
     lines += ["## Each module's public names", ""]
     for _, mods in GROUPS:
-        for m in mods:
+        for m in [name for m in mods for name in _with_submodules(m)]:
             mod = importlib.import_module(f"robustvae.{m}")
-            lines += [f"({'lib-' + m})=", f"### `robustvae.{m}`", "", _first_sentence(mod.__doc__), ""]
+            lines += [f"(lib-{m.replace('.', '-')})=", f"### `robustvae.{m}`", "", _first_sentence(mod.__doc__), ""]
             for n in getattr(mod, "__all__", []):
                 obj = getattr(mod, n)
                 kind = "class" if inspect.isclass(obj) else "function" if callable(obj) else "constant"
