@@ -63,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     if not chapters:
         sys.exit(f"call_costs.py: no chapter notebooks under {args.book}")
     res = {p.stem: chapter_costs(p) for p in chapters}
-    warm = [ch for ch, r in res.items() if r["loaded"]]  # results loaded: a warm run, its costs are not all here
+    loading = [ch for ch, r in res.items() if r["loaded"]]  # loaded results computed elsewhere: costs counted there
     from robustvae.utils import git_commit
 
     commit = git_commit() or "?"  # the code that ran, when called right after the run (time_book.py does)
     out = {"note": "from the notebooks' stderr; run on the notebooks of a cold run", "commit": commit,
-           "chapters": res, "warm_chapters": warm}
+           "chapters": res, "chapters_loading_results": loading}
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     for ch, r in res.items():
         top = ", ".join(f"{k} {v['s']:.0f} s ({v['n']}x)" for k, v in list(r["calls"].items())[:3])

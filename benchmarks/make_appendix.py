@@ -298,7 +298,7 @@ def _call_costs_section() -> list[str]:
         *[f"- {t}" for t in tops],
         "",
     ]
-    shared = [ch[:2] for ch in res.get("warm_chapters", [])]
+    shared = [ch[:2] for ch in res.get("chapters_loading_results", [])]
     if shared:
         lines += [f"Chapter{'s' if len(shared) > 1 else ''} {', '.join(shared)} loaded results that an earlier "
                   "chapter of the same run had computed with the same inputs (the result cache works "
