@@ -1,0 +1,286 @@
+"""Chapter 2's test sets, tables and summary numbers: OOD detection in two directions.
+
+The chapter (``book/02_ood.md``) scores every test set with :func:`robustvae.ood.score_sets` and
+tabulates the scores with :func:`robustvae.ood.metrics_table`; the functions here build its test
+sets (:func:`ood_sets`), check its parameters, and turn those tables into what it shows: the
+models' table, the AUROC matrices, the headline pairs with bootstrap intervals, the comparison
+with the published numbers, and the numbers its prose and claims quote. The figures are in
+:mod:`robustvae.plots.ood`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import ood
+from ..data import load_dataset, stratified_subset
+from ..models import LIKELIHOODS
+from ..tables import DASH, fmt_number, fmt_table, interval
+from ..utils import check_fields
+
+__all__ = [
+    "LIKE", "IC", "CEIL", "MSP", "ENERGY", "LATENT", "SHORT", "PUBLISHED", "check_parameters",
+    "fixed_subset", "ood_sets", "models_table", "auroc_matrix", "auroc_table", "direction1_numbers",
+    "direction2_numbers", "pair_metrics", "regret_numbers", "paper_table", "headline_table",
+    "full_table", "pairs_auroc_table",
+]
+
+#: The scores' names (as :func:`robustvae.ood.vae_detectors` and
+#: :func:`robustvae.ood.classifier_detectors` give them) that the chapter quotes.
+LIKE = "-log p(x) (IWAE)"
+IC = "input complexity S(x)"
+CEIL = "-log p(x) - sum H_b(x)"
+MSP = "max softmax (classifier)"
+ENERGY = "energy (classifier)"
+#: The encoder's latent signals.
+LATENT = ["KL(q(z|x) || p(z))", "||mu(x)||", "mean sigma^2(x)", "Mahalanobis(mu)"]
+#: Short OOD-set names for the tables' headers.
+SHORT = {
+    "Fashion-MNIST": "Fashion",
+    "uniform noise": "uniform",
+    "Gaussian noise": "Gaussian",
+    "rotated/flipped": "rot./flip.",
+    "sklearn 8x8 digits": "8x8 digits",
+}
+#: Published AUROCs on Fashion-MNIST (in) vs MNIST (out), from the papers
+#: (``shared/REFERENCES.md``), and the model this book runs for each (``{steps}``: the posterior
+#: fit's Adam steps); None where a paper gives no number for this pair, or the book runs none.
+PUBLISHED = {
+    "-log p(x)": ("0.09 (PixelCNN++, Ren et al. 2019)", "VAE, Bernoulli decoder, IWAE"),
+    "likelihood ratio, background model": ("0.99 (Ren et al. 2019)", None),
+    "Likelihood Regret": ("0.99 (Xiao et al. 2020)", "VAE, posterior fit, {steps} steps"),
+    "hierarchical VAE, LLR>k": ("0.98 (Havtorn et al. 2021)", None),
+    "input complexity": (None, "VAE, Bernoulli likelihood vs PNG"),
+    "Bernoulli-ceiling distance": (None, "this book's own"),
+}
+_COUNTS = ("clf_epochs", "vae_epochs", "latent_dim", "fashion_n_train", "fashion_vae_epochs",
+           "fashion_clf_epochs", "n_test", "n_synthetic", "iwae_k", "regret_steps", "n_boot")
+
+
+def check_parameters(params: Mapping[str, Any]) -> None:
+    """Return None if the chapter's parameters are valid; raise a ``ValueError`` naming the first bad one.
+
+    ``params`` maps the parameters' names to their values (the chapter passes ``globals()``):
+    ``likelihood`` one of :data:`robustvae.models.LIKELIHOODS`; the epochs, sizes and counts
+    positive integers; ``beta`` a number >= 0; ``n_synthetic`` at most ``n_test`` (the transformed
+    sets are built from the in-distribution test images).
+    """
+    p = SimpleNamespace(**{k: params[k] for k in ("likelihood", "beta", *_COUNTS)})
+    check_fields(p, choices={"likelihood": LIKELIHOODS}, counts=_COUNTS, non_negative=("beta",))
+    if p.n_synthetic > p.n_test:
+        raise ValueError(f"n_synthetic ({p.n_synthetic}) must not exceed n_test ({p.n_test}): "
+                         "transformed sets are built from the in-distribution test images.")
+
+
+def fixed_subset(name: str, n: int, seed: int = 0) -> torch.Tensor:
+    """Return a fixed class-balanced subset of ``n`` images of a test split, in a seeded random order."""
+    x, y = load_dataset(name, "test")
+    x = stratified_subset(x, y, n, seed=seed)[0]
+    return x[torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))]
+
+
+def ood_sets(in_name: str, other_name: str, other_label: str, n_test: int, n_synthetic: int,
+             seed: int = 0) -> dict[str, torch.Tensor]:
+    """Return one direction's test sets: the in-distribution test images first, then every OOD set.
+
+    ``n_test`` images of ``in_name``'s and of ``other_name``'s test split (:func:`fixed_subset`,
+    the latter under ``other_label``), then ``n_synthetic`` of each of uniform noise, Gaussian
+    noise, constant images, negatives and rotated or flipped copies of the first
+    in-distribution images, and scikit-learn's 8x8 digits (:mod:`robustvae.ood`), all seeded.
+    """
+    x_in, k = fixed_subset(in_name, n_test, seed), n_synthetic
+    return {
+        "in-distribution": x_in,
+        other_label: fixed_subset(other_name, n_test, seed),
+        "uniform noise": ood.uniform_noise(k, seed=seed),
+        "Gaussian noise": ood.gaussian_noise(k, seed=seed),
+        "constant": ood.constant_images(k, seed=seed),
+        "inverted": ood.invert(x_in[:k]),
+        "rotated/flipped": ood.rotate_flip(x_in[:k], seed=seed),
+        "sklearn 8x8 digits": ood.sklearn_digits(k, seed=seed)[0],
+    }
+
+
+def models_table(dataset: str, classifier1, vae1, classifier2, vae2, x_in1: torch.Tensor) -> pd.DataFrame:
+    """Return the two directions' models: classifier test accuracy and VAE test ELBO (nats), rounded to 3.
+
+    Direction 1's classifier is tested on ``dataset``'s whole test split and its VAE on ``x_in1``
+    (the direction's in-distribution test images); direction 2's on Fashion-MNIST's whole test split.
+    """
+    from ..training import accuracy, vae_metrics
+
+    x_fashion_test, y_fashion_test = load_dataset("fashion-mnist", "test")
+    acc = {"direction 1": accuracy(classifier1, *load_dataset(dataset, "test")),
+           "direction 2": accuracy(classifier2, x_fashion_test, y_fashion_test)}
+    elbo = {"direction 1": vae_metrics(vae1, x_in1)["elbo"],
+            "direction 2": vae_metrics(vae2, x_fashion_test)["elbo"]}
+    return pd.DataFrame({"in-distribution": [dataset, "fashion-mnist"],
+                         "classifier test accuracy": list(acc.values()),
+                         "VAE test ELBO (nats)": list(elbo.values())}, index=list(acc)).round(3)
+
+
+def auroc_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """Return the AUROC of every score (rows) against every OOD set (columns), in the order of ``table``.
+
+    ``table`` is a :func:`robustvae.ood.metrics_table`, indexed by ``("score", "OOD set")``.
+    """
+    scores = list(table.index.get_level_values("score").unique())
+    sets = list(table.index.get_level_values("OOD set").unique())
+    return table["auroc"].unstack()[sets].loc[scores]
+
+
+def auroc_table(auroc: pd.DataFrame) -> pd.DataFrame:
+    """Return an :func:`auroc_matrix` formatted for reading, with the OOD sets' short names (:data:`SHORT`)."""
+    return fmt_table(auroc.rename(columns=SHORT))
+
+
+def direction1_numbers(auroc1: pd.DataFrame, label1: str) -> dict[str, Any]:
+    """Return the numbers the prose quotes on direction 1, by glue name.
+
+    ``best1_name`` and ``best1_auroc``: the best VAE score (not a classifier's) against
+    ``label1``; ``like1_auroc``, ``msp1_auroc``: the IWAE likelihood's and the maximum softmax's
+    AUROC there; ``latent1_max``: the best latent signal's; ``kl1_noise``: the KL score's
+    against uniform noise; ``var1_below``: on how many OOD sets the encoder variance is below chance.
+    """
+    best1 = auroc1[label1].drop([MSP, ENERGY]).idxmax()
+    return {
+        "best1_name": best1,
+        "best1_auroc": auroc1.loc[best1, label1],
+        "like1_auroc": auroc1.loc[LIKE, label1],
+        "latent1_max": auroc1.loc[LATENT, label1].max(),
+        "msp1_auroc": auroc1.loc[MSP, label1],
+        "kl1_noise": auroc1.loc["KL(q(z|x) || p(z))", "uniform noise"],
+        "var1_below": int((auroc1.loc["mean sigma^2(x)"] < 0.5).sum()),
+    }
+
+
+def direction2_numbers(auroc1: pd.DataFrame, auroc2: pd.DataFrame, label1: str,
+                       sets2: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Return the numbers the prose quotes on the likelihood failure and its corrections, by glue name.
+
+    AUROCs against MNIST in direction 2 (``like2_auroc``, ``elbo2_auroc``, ``ic2_auroc``,
+    ``ceil2_auroc``, ``mse2_auroc``, ``msp2_auroc``, ``energy2_auroc``); ``ceiling_auroc``: the
+    ceiling's height :func:`robustvae.ood.bernoulli_entropy` alone as a score on ``sets2``;
+    ``ic_noise_auroc``: input complexity against uniform noise; ``ic1_auroc``: input complexity
+    against ``label1`` in direction 1; ``ceil_min`` and ``ceil_min_set``: the Bernoulli-ceiling
+    distance's lowest AUROC over both directions and the set it is on.
+    """
+    lo1, lo2 = auroc1.loc[CEIL].min(), auroc2.loc[CEIL].min()
+    return {
+        "like2_auroc": auroc2.loc[LIKE, "MNIST"],
+        "ceiling_auroc": ood.ood_metrics(ood.bernoulli_entropy(sets2["in-distribution"]),
+                                         ood.bernoulli_entropy(sets2["MNIST"]))["auroc"],
+        "elbo2_auroc": auroc2.loc["-ELBO", "MNIST"],
+        "ic2_auroc": auroc2.loc[IC, "MNIST"],
+        "ceil2_auroc": auroc2.loc[CEIL, "MNIST"],
+        "ic_noise_auroc": auroc2.loc[IC, "uniform noise"],
+        "ic1_auroc": auroc1.loc[IC, label1],
+        "ceil_min": min(lo1, lo2),
+        "ceil_min_set": auroc1.loc[CEIL].idxmin() if lo1 < lo2 else auroc2.loc[CEIL].idxmin(),
+        "mse2_auroc": auroc2.loc["reconstruction MSE", "MNIST"],
+        "msp2_auroc": auroc2.loc[MSP, "MNIST"],
+        "energy2_auroc": auroc2.loc[ENERGY, "MNIST"],
+    }
+
+
+def pair_metrics(scores2: Mapping[str, Mapping[str, torch.Tensor]], regret_scores: Mapping[str, torch.Tensor],
+                 n_boot: int, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Return :func:`robustvae.ood.ood_metrics` with bootstrap intervals of four scores on Fashion-MNIST vs MNIST.
+
+    Keyed by the names of :data:`PUBLISHED`: the likelihood, Likelihood Regret (``regret_scores``,
+    by set), input complexity and the Bernoulli-ceiling distance (from ``scores2``).
+    """
+    return {
+        name: ood.ood_metrics(sc["in-distribution"], sc["MNIST"], n_boot=n_boot, seed=seed)
+        for name, sc in [
+            ("-log p(x)", scores2[LIKE]),
+            ("Likelihood Regret", regret_scores),
+            ("input complexity", scores2[IC]),
+            ("Bernoulli-ceiling distance", scores2[CEIL]),
+        ]
+    }
+
+
+def regret_numbers(pair: Mapping[str, Mapping[str, float]], regret_scores: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Return the numbers the prose quotes on Likelihood Regret, by glue name.
+
+    Its AUROC and 95% interval (``regret_auroc``, ``regret_lo``, ``regret_hi``) from
+    :func:`pair_metrics`, the likelihood's upper bound (``like2_hi``), and the median regret on
+    the in-distribution and MNIST test images (``regret_in_median``, ``regret_out_median``).
+    """
+    regret_m, like_m = pair["Likelihood Regret"], pair["-log p(x)"]
+    return {
+        "regret_auroc": regret_m["auroc"], "regret_lo": regret_m["auroc_lo"],
+        "regret_hi": regret_m["auroc_hi"], "like2_hi": like_m["auroc_hi"],
+        "regret_in_median": float(regret_scores["in-distribution"].median()),
+        "regret_out_median": float(regret_scores["MNIST"].median()),
+    }
+
+
+def paper_table(pair: Mapping[str, Mapping[str, float]], regret_steps: int) -> pd.DataFrame:
+    """Return the published AUROCs (:data:`PUBLISHED`) beside this book's on Fashion-MNIST vs MNIST, formatted.
+
+    This book's column gives each :func:`pair_metrics` AUROC with its 95% interval, or "not run".
+    """
+    model = {k: v[1].format(steps=regret_steps) if v[1] else DASH for k, v in PUBLISHED.items()}
+    table = pd.DataFrame(
+        {
+            "published AUROC": {k: v[0] or DASH for k, v in PUBLISHED.items()},
+            "this book: AUROC [95%]": {
+                k: interval(m["auroc"], m["auroc_lo"], m["auroc_hi"], precision=3)
+                if (m := pair.get(k)) else "not run"
+                for k in PUBLISHED
+            },
+            "this book: model": model,
+        }
+    )
+    table.index.name = "Fashion-MNIST vs MNIST"
+    return fmt_table(table)
+
+
+def _headline(scores: Mapping[str, Mapping[str, torch.Tensor]], label: str, n_boot: int, seed: int) -> pd.DataFrame:
+    """Every score's AUROC, AUPR and FPR95 of the in-distribution set against ``label``, each with its interval."""
+    sub = {s: {"in-distribution": v["in-distribution"], label: v[label]} for s, v in scores.items()}
+    t = ood.metrics_table(sub, "in-distribution", n_boot=n_boot, seed=seed).droplevel("OOD set")
+    out = pd.DataFrame(index=t.index)
+    for m in ("auroc", "aupr", "fpr95"):
+        out[m.upper()] = t[m]
+        out[f"{m.upper()} 95% CI"] = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(t[f"{m}_lo"], t[f"{m}_hi"])]
+    return out
+
+
+def headline_table(scores1: Mapping[str, Mapping[str, torch.Tensor]], scores2: Mapping[str, Mapping[str, torch.Tensor]],
+                   dataset: str, label1: str, n_boot: int, seed: int = 0) -> pd.DataFrame:
+    """Return AUROC, AUPR and FPR95 of every score on the two headline pairs, as "0.414 [0.390, 0.438]".
+
+    Rows ``(pair, score)``: ``dataset`` vs ``label1`` (``scores1``), then Fashion-MNIST vs MNIST
+    (``scores2``); each interval a percentile bootstrap over ``n_boot`` resamples (``seed``).
+    """
+    head = pd.concat(
+        {f"{dataset} vs {label1}": _headline(scores1, label1, n_boot, seed),
+         "fashion-mnist vs MNIST": _headline(scores2, "MNIST", n_boot, seed)},
+        names=["pair", "score"],
+    )
+    return pd.DataFrame(
+        {m: [f"{fmt_number(v)} {ci}" for v, ci in zip(head[m], head[f"{m} 95% CI"])]
+         for m in ("AUROC", "AUPR", "FPR95")},
+        index=head.index,
+    )
+
+
+def full_table(table1: pd.DataFrame, table2: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Return both directions' :func:`robustvae.ood.metrics_table` in one formatted table, indexed by direction first."""
+    full = pd.concat({f"1: {dataset} in": table1, "2: fashion-mnist in": table2}, names=["direction"])
+    return fmt_table(full)
+
+
+def pairs_auroc_table(auroc1: pd.DataFrame, auroc2: pd.DataFrame, dataset: str, label1: str) -> pd.DataFrame:
+    """Return every score's AUROC on the two headline pairs (``dataset`` vs ``label1``, Fashion-MNIST vs MNIST), formatted."""
+    return fmt_table(pd.DataFrame({f"{dataset} vs {label1}": auroc1[label1],
+                                   "fashion-mnist vs MNIST": auroc2["MNIST"]}))

@@ -1,0 +1,144 @@
+"""Tests of robustvae.reports.ood: chapter 2's test sets, tables and quoted numbers, on tiny
+synthetic scores whose AUROCs are known by hand (no training, no dataset loading)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from robustvae import ood
+from robustvae.reports import ood as report
+from robustvae.tables import DASH
+
+SETS = ["in-distribution", "MNIST", "uniform noise"]
+PARAMS = dict(likelihood="bernoulli", beta=1.0, clf_epochs=1, vae_epochs=1, latent_dim=2, fashion_n_train=10,
+              fashion_vae_epochs=1, fashion_clf_epochs=1, n_test=10, n_synthetic=5, iwae_k=2, regret_steps=1,
+              n_boot=10)
+
+
+def _scores():
+    """Score "z-high" flags every OOD set perfectly (AUROC 1), "a-low" never (AUROC 0)."""
+    s_in, s_out = torch.arange(4.0), torch.arange(4.0) + 10
+    return {
+        "z-high": {"in-distribution": s_in, "MNIST": s_out, "uniform noise": s_out},
+        "a-low": {"in-distribution": s_out, "MNIST": s_in, "uniform noise": s_in},
+    }
+
+
+def _auroc_frame(values: dict[str, list[float]], sets=("Fashion-MNIST", "uniform noise")) -> pd.DataFrame:
+    return pd.DataFrame(values, index=list(sets)).T
+
+
+def test_check_parameters_accepts_good_values_and_names_the_bad_one():
+    report.check_parameters({**PARAMS, "beta": 0.0, "unrelated": "ignored"})
+    with pytest.raises(ValueError, match="likelihood"):
+        report.check_parameters({**PARAMS, "likelihood": "poisson"})
+    with pytest.raises(ValueError, match="'iwae_k'"):
+        report.check_parameters({**PARAMS, "iwae_k": 0})
+    with pytest.raises(ValueError, match="'beta'"):
+        report.check_parameters({**PARAMS, "beta": -1.0})
+    with pytest.raises(ValueError, match="must not exceed n_test"):
+        report.check_parameters({**PARAMS, "n_synthetic": 11})
+
+
+def test_ood_sets_are_in_distribution_first_and_sized(monkeypatch):
+    def fake_load(name, split):
+        assert split == "test"
+        level = 0.25 if name == "a" else 0.75
+        return torch.full((20, 1, 28, 28), level), torch.arange(20) % 2
+
+    monkeypatch.setattr(report, "load_dataset", fake_load)
+    sets = report.ood_sets("a", "b", "B", n_test=6, n_synthetic=3, seed=0)
+    assert list(sets) == ["in-distribution", "B", "uniform noise", "Gaussian noise", "constant", "inverted",
+                          "rotated/flipped", "sklearn 8x8 digits"]
+    assert [len(v) for v in sets.values()] == [6, 6, 3, 3, 3, 3, 3, 3]
+    assert torch.all(sets["in-distribution"] == 0.25) and torch.all(sets["B"] == 0.75)
+    assert torch.allclose(sets["inverted"], torch.full((3, 1, 28, 28), 0.75))
+
+
+def test_models_table_puts_each_direction_on_its_row(monkeypatch):
+    import robustvae.training as training
+
+    monkeypatch.setattr(report, "load_dataset", lambda name, split: (torch.zeros(2, 1, 28, 28), torch.zeros(2)))
+    monkeypatch.setattr(training, "accuracy", lambda clf, x, y: clf)
+    monkeypatch.setattr(training, "vae_metrics", lambda vae, x: {"elbo": vae})
+    t = report.models_table("mnist", 0.91234, -80.12345, 0.8, -200.0, torch.zeros(1, 1, 28, 28))
+    assert list(t.index) == ["direction 1", "direction 2"]
+    assert list(t["in-distribution"]) == ["mnist", "fashion-mnist"]
+    assert list(t["classifier test accuracy"]) == [0.912, 0.8]
+    assert list(t["VAE test ELBO (nats)"]) == [-80.123, -200.0]
+
+
+def test_auroc_matrix_keeps_the_order_of_scores_and_sets():
+    auroc = report.auroc_matrix(ood.metrics_table(_scores(), "in-distribution"))
+    assert list(auroc.index) == ["z-high", "a-low"] and list(auroc.columns) == ["MNIST", "uniform noise"]
+    assert auroc.loc["z-high"].tolist() == [1.0, 1.0] and auroc.loc["a-low"].tolist() == [0.0, 0.0]
+    assert list(report.auroc_table(auroc).columns) == ["MNIST", "uniform"]
+
+
+def test_direction1_numbers_skip_the_classifier_and_count_sets_below_chance():
+    names = [*report.LATENT, report.LIKE, report.MSP, report.ENERGY]
+    values = {n: [0.6, 0.7] for n in names}
+    values.update({report.LIKE: [0.9, 0.95], report.MSP: [0.99, 0.99], "Mahalanobis(mu)": [0.8, 0.7],
+                   "mean sigma^2(x)": [0.4, 0.3], "KL(q(z|x) || p(z))": [0.6, 0.2]})
+    found = report.direction1_numbers(_auroc_frame(values), "Fashion-MNIST")
+    assert found["best1_name"] == report.LIKE and found["best1_auroc"] == 0.9
+    assert found["latent1_max"] == 0.8 and found["msp1_auroc"] == 0.99 and found["like1_auroc"] == 0.9
+    assert found["kl1_noise"] == 0.2 and found["var1_below"] == 2
+
+
+def test_direction2_numbers_find_the_ceiling_distance_worst_set_and_the_ceiling_auroc():
+    names = [report.LIKE, "-ELBO", report.IC, report.CEIL, "reconstruction MSE", report.MSP, report.ENERGY]
+    a1 = _auroc_frame({n: [0.5, 0.5] for n in names} | {report.CEIL: [0.9, 0.7], report.IC: [0.3, 0.5]})
+    a2 = _auroc_frame({n: [0.5, 0.5] for n in names} | {report.CEIL: [0.97, 0.8], report.LIKE: [0.1, 0.9]},
+                      sets=("MNIST", "uniform noise"))
+    # grey images have the higher Bernoulli entropy: the ceiling's height alone ranks every
+    # binary (MNIST) image as less OOD than every grey one
+    sets2 = {"in-distribution": torch.full((3, 1, 28, 28), 0.5), "MNIST": torch.ones(4, 1, 28, 28)}
+    found = report.direction2_numbers(a1, a2, "Fashion-MNIST", sets2)
+    assert found["ceiling_auroc"] == 0.0
+    assert found["like2_auroc"] == 0.1 and found["ceil2_auroc"] == 0.97 and found["ic1_auroc"] == 0.3
+    assert found["ceil_min"] == 0.7 and found["ceil_min_set"] == "uniform noise"
+    a2.loc[report.CEIL, "MNIST"] = 0.6  # now direction 2 holds the lowest
+    found = report.direction2_numbers(a1, a2, "Fashion-MNIST", sets2)
+    assert found["ceil_min"] == 0.6 and found["ceil_min_set"] == "MNIST"
+
+
+def test_regret_numbers_and_the_paper_table():
+    s_in, s_out = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0])
+    scores2 = {n: {"in-distribution": s_out, "MNIST": s_in} for n in (report.LIKE, report.IC, report.CEIL)}
+    regret = {"in-distribution": s_in, "MNIST": s_out}
+    pair = report.pair_metrics(scores2, regret, n_boot=20, seed=0)
+    assert list(pair) == ["-log p(x)", "Likelihood Regret", "input complexity", "Bernoulli-ceiling distance"]
+    found = report.regret_numbers(pair, regret)
+    assert found["regret_auroc"] == found["regret_lo"] == found["regret_hi"] == 1.0
+    assert found["like2_hi"] == 0.0
+    assert found["regret_in_median"] == 2.0 and found["regret_out_median"] == 20.0
+    table = report.paper_table(pair, regret_steps=7)
+    assert table.index.name == "Fashion-MNIST vs MNIST" and list(table.index) == list(report.PUBLISHED)
+    col = table["this book: AUROC [95%]"]
+    assert col["likelihood ratio, background model"] == "not run"
+    assert col["Likelihood Regret"].startswith("1.000 [1.000") and col["-log p(x)"].startswith("0.000")
+    assert table.loc["Likelihood Regret", "this book: model"] == "VAE, posterior fit, 7 steps"
+    assert table.loc["input complexity", "published AUROC"] == DASH
+
+
+def test_headline_table_writes_each_metric_with_its_interval():
+    scores = _scores()
+    t = report.headline_table(scores, scores, "mnist", "MNIST", n_boot=10, seed=0)
+    assert list(t.index.names) == ["pair", "score"] and list(t.columns) == ["AUROC", "AUPR", "FPR95"]
+    assert t.loc[("mnist vs MNIST", "z-high"), "AUROC"] == "1.000 [1.000, 1.000]"
+    assert t.loc[("fashion-mnist vs MNIST", "a-low"), "AUROC"] == "0.000 [0.000, 0.000]"
+    assert t.loc[("mnist vs MNIST", "z-high"), "FPR95"] == "0.000 [0.000, 0.000]"
+    assert t.loc[("mnist vs MNIST", "a-low"), "FPR95"] == "1.000 [1.000, 1.000]"
+
+
+def test_full_and_pairs_tables():
+    table = ood.metrics_table(_scores(), "in-distribution")
+    full = report.full_table(table, table, "mnist")
+    assert list(full.index.names) == ["direction", "score", "OOD set"] and len(full) == 8
+    assert full.loc[("1: mnist in", "z-high", "MNIST"), "auroc"] == "1.000"
+    auroc = report.auroc_matrix(table)
+    pairs = report.pairs_auroc_table(auroc, auroc, "mnist", "MNIST")
+    assert list(pairs.columns) == ["mnist vs MNIST", "fashion-mnist vs MNIST"]
+    assert pairs.loc["z-high"].tolist() == ["1.000", "1.000"] and pairs.loc["a-low"].tolist() == ["0.000", "0.000"]
