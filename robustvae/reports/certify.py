@@ -1,0 +1,348 @@
+"""Chapter 7's tables and summary numbers: the Lipschitz designs, the models' certificates and
+price, the lower bounds on their Lipschitz constants, attacks inside the certified radius,
+certified against empirical margins, and the equal-budget comparison.
+
+The certificate and the attacks are in :mod:`robustvae.certify`, :mod:`robustvae.lipschitz`
+and :mod:`robustvae.attacks`; the functions here run them over the chapter's models and
+assemble what they return. Every table is numeric (format it with
+:func:`robustvae.tables.fmt_table`); models are keyed by name, ``"standard"`` being the one
+without a certificate.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import attacks, certify
+from ..stats import bootstrap_ci
+from ..tables import DASH, interval
+from ..training import vae_metrics
+
+__all__ = [
+    "ADDITION_COLUMNS",
+    "check_parameters",
+    "design_table",
+    "model_summary",
+    "kl_cap",
+    "fraction_at_cap",
+    "lipschitz_bounds",
+    "next_class_targets",
+    "inside_row",
+    "margins_table",
+    "attack_additions",
+    "reconstruction_spread",
+    "budget_table",
+    "findings",
+]
+
+#: The columns of :func:`attack_additions` (those of
+#: :meth:`robustvae.rrobust.PortfolioMargin.summary` the chapter shows).
+ADDITION_COLUMNS = ["budget", "broken", "best", "lowered", "newly broken", "median drop"]
+
+
+def check_parameters(prob: float, margins: Sequence[float], eps_grid: Sequence[float],
+                     eps_compare: float) -> tuple[float, ...]:
+    """The requested margins as ascending floats, after checking the chapter's parameters that
+    are not plain positive numbers (a :class:`ValueError` says which is wrong and why)."""
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must lie in (0, 1), got {prob!r}.")
+    if not margins or any(not (isinstance(m, (int, float)) and m > 0) for m in margins):
+        raise ValueError(
+            f"margins must be a non-empty tuple of positive numbers, got {margins!r}."
+        )
+    if not eps_grid or list(eps_grid) != sorted(eps_grid) or min(eps_grid) <= 0:
+        raise ValueError(f"eps_grid must be ascending positive radii, got {eps_grid!r}.")
+    if eps_compare not in eps_grid:
+        raise ValueError(f"eps_compare={eps_compare} must be one of eps_grid {eps_grid}.")
+    return tuple(sorted(float(m) for m in margins))
+
+
+def design_table(configs: Mapping[float, Any], r: float, decoder_lipschitz: float,
+                 prob: float) -> pd.DataFrame:
+    """The design of each requested margin (index ``"requested R*"``): the constants ``a``,
+    ``b``, ``c``, the noise cap ``s_max`` (``config.design()``), the product ``a b`` and the
+    largest noise any design could have, ``s_cap`` (:func:`robustvae.certify.std_cap`)."""
+    designs = pd.DataFrame(
+        [{"requested R*": R, **cfg.design()} for R, cfg in configs.items()]
+    ).set_index("requested R*")
+    designs["a b"] = designs["a"] * designs["b"]
+    designs["s_cap"] = certify.std_cap(r, decoder_lipschitz, prob)
+    return designs
+
+
+def model_summary(models: Mapping[str, Any], requested: Mapping[str, float], x_test: torch.Tensor,
+                  x_att: torch.Tensor, r: float, prob: float) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
+    """``(summary, cert)``: one row per model (requested and certified margins on ``x_att``,
+    the constants, test ELBO, KL and pixel MSE on ``x_test``; NaN where a model has no
+    certificate) and the per-input certified margins (paper's variant) of the models named in
+    ``requested``. The ELBO is a Monte-Carlo estimate: seed first for the same numbers."""
+    rows, cert = [], {}
+    for name, vae in models.items():
+        met = vae_metrics(vae, x_test)
+        row = {
+            "model": name,
+            "requested R*": np.nan,
+            "certified min": np.nan,
+            "certified median": np.nan,
+        }
+        if name in requested:
+            k = vae.lipschitz_constants()
+            cert[name] = certify.certified_margins(vae, x_att, r, prob)
+            row.update(
+                {
+                    "requested R*": requested[name],
+                    "certified min": cert[name].min().item(),
+                    "certified median": cert[name].median().item(),
+                    **{key: k[key] for key in ("a", "b", "c", "s_max")},
+                }
+            )
+        row.update({"test ELBO": met["elbo"], "KL": met["kl"], "pixel MSE": met["mse"]})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model"), cert
+
+
+def kl_cap(s_max: float, latent_dim: int) -> float:
+    """The smallest KL term (nats) a Gaussian encoder with ``||sigma(x)||_2 <= s_max`` can pay:
+    ``d/2 (sigma^2 - log sigma^2 - 1)`` at ``sigma = s_max / sqrt(d)`` in every dimension."""
+    sigma_eq = s_max / latent_dim**0.5
+    return 0.5 * latent_dim * (sigma_eq**2 - np.log(sigma_eq**2) - 1)
+
+
+def fraction_at_cap(models: Mapping[str, Any], names: Sequence[str], x: torch.Tensor) -> dict[str, float]:
+    """The fraction of the inputs ``x`` at which each named model's encoder noise
+    ``||sigma(x)||_2`` is within 0.1 % of its cap ``s_max``."""
+    return {
+        n: (
+            models[n].std(x).norm(dim=1)
+            >= 0.999 * models[n].lipschitz_constants()["s_max"]
+        )
+        .float()
+        .mean()
+        .item()
+        for n in names
+    }
+
+
+def lipschitz_bounds(models: Mapping[str, Any], names: Sequence[str], x: torch.Tensor,
+                     latent_dim: int, seed: int) -> pd.DataFrame:
+    """Measured lower bounds (``"a lower"``, ...) beside the certified upper bounds
+    (``"a upper"``, ...) of each named model's constants ``a`` (decoder mean image), ``b``
+    (encoder mean), ``c`` (encoder standard deviation).
+
+    Each lower bound is the largest :func:`robustvae.certify.lipschitz_lower_bound` (float64
+    copy of the model) over probes: for the encoder, the images ``x``, as many uniform-noise
+    images and the midpoints of neighbouring images; for the decoder, their latent means and as
+    many draws from the prior. The noise comes from a generator seeded with ``seed``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n_probe = len(x)
+    x_flat = x.flatten(1).double()
+    probe = torch.cat(
+        [
+            x_flat,
+            torch.rand(n_probe, x_flat.shape[1], generator=gen, dtype=torch.float64),
+            0.5 * (x_flat + x_flat.roll(1, 0)),
+        ]
+    )
+    rows = []
+    for n in names:
+        k = models[n].lipschitz_constants()
+        v64 = copy.deepcopy(models[n]).cpu().double()
+        with torch.no_grad():
+            z_probe = torch.cat(
+                [
+                    v64.encoder.mean(probe),
+                    torch.randn(n_probe, latent_dim, generator=gen, dtype=torch.float64),
+                ]
+            )
+        lower = {
+            "b": certify.lipschitz_lower_bound(lambda u: v64.encoder.mean(u), probe).max().item(),
+            "c": certify.lipschitz_lower_bound(lambda u: v64.std(u), probe).max().item(),
+            "a": certify.lipschitz_lower_bound(
+                lambda z: v64.mean_image(v64.decode(z)).flatten(1), z_probe
+            )
+            .max()
+            .item(),
+        }
+        rows.append({"model": n, **{f"{key} lower": lower[key] for key in "abc"},
+                     **{f"{key} upper": k[key] for key in "abc"}})
+    return pd.DataFrame(rows).set_index("model")[
+        [f"{k} {w}" for k in "abc" for w in ("lower", "upper")]
+    ]
+
+
+def next_class_targets(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The latent attack's target of each image: the first image of ``x`` whose label is the
+    next class (``(y + 1) % 10``)."""
+    return x[torch.stack([torch.nonzero(y == (c + 1) % 10)[0, 0] for c in y.tolist()])]
+
+
+def inside_row(vae, x: torch.Tensor, x_adv: torch.Tensor, eps: float, r: float, prob: float,
+               n_samples: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """``(fail, row)`` for one attack at radius ``eps``: ``fail`` the Monte-Carlo
+    ``P(||g(z') - g(z)|| > r)`` per input (:func:`robustvae.certify.change_probability`,
+    ``n_samples`` pairs drawn from ``generator``) and ``row`` its worst cases: the largest
+    perturbation, probability, fraction broken (``P >= 1 - prob``), Markov bound
+    ``a^2 E||z' - z||^2 / r^2`` (exact moment), the certified bound ``1 - prob`` and the largest
+    deterministic damage ``||g(mu(x_adv)) - g(mu(x))||`` over ``r``."""
+
+    fail = certify.change_probability(vae, x, x_adv, r, n_samples, generator)
+    a = vae.lipschitz_constants()["a"]
+    markov = (a**2 * certify.second_moment(vae, x, x_adv) / r**2).cpu()
+    with torch.no_grad():
+        damage = attacks.reconstruction_distance(vae, x, x_adv).cpu()
+    return fail, {
+        "eps": eps,
+        "max ||delta||": (x_adv - x).flatten(1).norm(dim=1).max().item(),
+        "max P(change > r)": fail.max().item(),
+        "broken (P >= 1-p)": (fail >= 1 - prob).float().mean().item(),
+        "max Markov bound": markov.max().item(),
+        "certified bound": 1 - prob,
+        "max damage / r": damage.max().item() / r,
+    }
+
+
+def margins_table(models: Mapping[str, Any], portfolios: Mapping[str, Any],
+                  emp: Mapping[str, torch.Tensor], cert: Mapping[str, torch.Tensor],
+                  bounds: pd.DataFrame, x: torch.Tensor, r: float, prob: float) -> pd.DataFrame:
+    """Empirical against certified margins, one row per model: medians of the portfolio's
+    margin ``emp`` and of each attack's, its minimum, the fraction never broken, and for the
+    models in ``cert`` the smallest certified margin (paper's variant), the tight variant's,
+    and the tight formula with the measured lower bounds of ``bounds`` in place of the
+    constants (not a certificate)."""
+    rows = []
+    for n in models:
+        row = {
+            "model": n,
+            "empirical median": emp[n].median().item(),
+            "max-damage median": portfolios[n].margins["max-damage"].median().item(),
+            "L-BFGS-B median": portfolios[n].margins["L-BFGS-B"].median().item(),
+            "empirical min": emp[n].min().item(),
+            "never broken": torch.isinf(emp[n]).float().mean().item(),
+        }
+        if n in cert:
+            k = models[n].lipschitz_constants()
+            low = bounds.loc[n]
+            s_x = models[n].std(x).norm(dim=1).cpu()
+            row.update(
+                {
+                    "certified (paper)": cert[n].min().item(),
+                    "certified (tight)": certify.certified_margin(
+                        s_x, r, k["a"], k["b"], k["c"], prob, "tight"
+                    ).min().item(),
+                    "tight, measured constants": certify.certified_margin(
+                        s_x, r, low["a lower"], low["b lower"], low["c lower"], prob, "tight"
+                    ).min().item(),
+                }
+            )
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def attack_additions(portfolios: Mapping[str, Any]) -> pd.DataFrame:
+    """What each attack of each model's portfolio added (index ``(model, attack)``; columns
+    :data:`ADDITION_COLUMNS` of :meth:`robustvae.rrobust.PortfolioMargin.summary`)."""
+    adds = pd.concat(
+        {n: p.summary() for n, p in portfolios.items()}, names=["model", "attack"]
+    )
+    return adds[ADDITION_COLUMNS]
+
+
+def reconstruction_spread(models: Mapping[str, Any], x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Each model's spread: the mean L2 distance between its deterministic reconstructions
+    ``g(mu(x))`` of images of different classes."""
+    spread = {}
+    with torch.no_grad():
+        for n, vae in models.items():
+            rec = vae.reconstruct(x, sample=False).flatten(1)
+            d = torch.cdist(rec, rec)
+            spread[n] = d[(y[:, None] != y[None]).to(x.device)].mean().item()
+    return spread
+
+
+def budget_table(models: Mapping[str, Any], damage: Mapping[str, torch.Tensor],
+                 spread: Mapping[str, float], eps: float, lip_names: Sequence[str],
+                 seed: int) -> tuple[pd.DataFrame, dict[str, dict[str, tuple[float, float, float]]]]:
+    """``(table, gaps)`` at one attack budget ``eps``: per model the mean and largest damage
+    (``damage[n]``, per input), the ``spread``, mean damage over spread and the bound
+    ``a b eps`` (NaN for ``"standard"``); for each of ``lip_names`` the paired 95% bootstrap
+    interval (:func:`robustvae.stats.bootstrap_ci`, ``seed``) of how much less it moves than
+    the standard VAE, absolute (``gaps[n]["abs"]``) and over each model's spread
+    (``gaps[n]["rel"]``), both also as text columns (a dash for the standard VAE)."""
+    table = pd.DataFrame(
+        [
+            {
+                "model": n,
+                "mean damage": damage[n].mean().item(),
+                "max damage": damage[n].max().item(),
+                "spread": spread[n],
+                "mean damage / spread": damage[n].mean().item() / spread[n],
+                "bound a b eps": (
+                    models[n].lipschitz_constants()["a"]
+                    * models[n].lipschitz_constants()["b"]
+                    * eps
+                    if n != "standard"
+                    else np.nan
+                ),
+            }
+            for n in models
+        ]
+    ).set_index("model")
+    gaps = {
+        n: {
+            "abs": bootstrap_ci(
+                lambda a, b: float((a - b).mean()), damage["standard"], damage[n], seed=seed
+            ),
+            "rel": bootstrap_ci(
+                lambda a, b, n=n: float((a / spread["standard"] - b / spread[n]).mean()),
+                damage["standard"], damage[n], seed=seed,
+            ),
+        }
+        for n in lip_names
+    }
+    for key, col in (("abs", "standard minus this [95%]"), ("rel", "same, / spread [95%]")):
+        table[col] = [interval(*gaps[n][key]) if n in gaps else DASH for n in table.index]
+    return table, gaps
+
+
+def findings(margins: Sequence[float], lip_names: Sequence[str], cert: Mapping[str, torch.Tensor],
+             inside: Mapping[Any, torch.Tensor], inside_df: pd.DataFrame, summary: pd.DataFrame,
+             margins_df: pd.DataFrame, budget_df: pd.DataFrame) -> dict[str, Any]:
+    """The numbers of the chapter's "What we found", by glue name: the largest change
+    probability and Markov bound inside the certified radius (``max_fail_inside``,
+    ``max_markov_inside``); per Lipschitz VAE ``i`` its request and certificate (``req_i``,
+    ``cert_i``), test ELBO and MSE (``elbo_i``, ``mse_i``), empirical median margin
+    (``emp_i``), tight margin with measured constants (``meas_i``), mean damage at the common
+    budget, absolute and over the spread (``dmg_i``, ``rel_i``); the standard VAE's
+    (``elbo_std``, ``mse_std``, ``emp_std``, ``dmg_std``, ``rel_std``); and ``ratio_0``, the
+    sharpest model's empirical median over its certificate."""
+    out: dict[str, Any] = {
+        "max_fail_inside": max(v.max().item() for v in inside.values()),
+        "max_markov_inside": inside_df["max Markov bound"].max(),
+        "elbo_std": summary.loc["standard", "test ELBO"],
+        "mse_std": summary.loc["standard", "pixel MSE"],
+    }
+    for i, n in enumerate(lip_names):
+        out.update({
+            f"req_{i}": margins[i],
+            f"cert_{i}": cert[n].min().item(),
+            f"elbo_{i}": summary.loc[n, "test ELBO"],
+            f"mse_{i}": summary.loc[n, "pixel MSE"],
+            f"emp_{i}": margins_df.loc[n, "empirical median"],
+            f"dmg_{i}": budget_df.loc[n, "mean damage"],
+            f"rel_{i}": budget_df.loc[n, "mean damage / spread"],
+            f"meas_{i}": margins_df.loc[n, "tight, measured constants"],
+        })
+    out.update({
+        "emp_std": margins_df.loc["standard", "empirical median"],
+        "dmg_std": budget_df.loc["standard", "mean damage"],
+        "rel_std": budget_df.loc["standard", "mean damage / spread"],
+        "ratio_0": margins_df.loc[lip_names[0], "empirical median"] / cert[lip_names[0]].min().item(),
+    })
+    return out
