@@ -55,9 +55,12 @@ def _first_line(obj) -> str:
 
 
 def _with_submodules(name: str) -> list[str]:
-    """``name``, then (for a subpackage such as ``plots``) each of its modules as ``name.sub``."""
+    """``name``, then (for a subpackage such as ``plots``) each of its modules as ``name.sub``, in chapter order."""
     mod = importlib.import_module(f"robustvae.{name}")
-    return [name] + [f"{name}.{sub}" for sub in getattr(mod, "SUBMODULES", ())] if hasattr(mod, "__path__") else [name]
+    if not hasattr(mod, "__path__"):
+        return [name]
+    subs = sorted(getattr(mod, "SUBMODULES", ()), key=lambda s: (int(CHAPTER.get(s, "99")), s))  # chapter order
+    return [name] + [f"{name}.{sub}" for sub in subs]
 
 
 def render() -> str:
@@ -80,11 +83,14 @@ def render() -> str:
         "",
     ]
     for title, mods in GROUPS:
-        per_chapter = any(m in CHAPTER for m in mods)
+        names = [name for m in mods for name in _with_submodules(m)]
+        per_chapter = any(n.split(".")[-1] in CHAPTER for n in names)
         rows = []
-        for m in mods:
+        for m in names:  # a subpackage's modules (plots.ood) have the chapter of their science module
             mod = importlib.import_module(f"robustvae.{m}")
-            cells = [f"{{ref}}`{m} <lib-{m}>`"] + ([CHAPTER[m]] if per_chapter else []) + [_first_sentence(mod.__doc__)]
+            chapter = CHAPTER.get(m.split(".")[-1], "-") if m not in mods or m in CHAPTER else "-"
+            cells = ([f"{{ref}}`{m} <lib-{m.replace('.', '-')}>`"] + ([chapter] if per_chapter else [])
+                     + [_first_sentence(mod.__doc__)])
             rows.append("| " + " | ".join(cells) + " |")
         head = ["module"] + (["chapter"] if per_chapter else []) + ["what it is for"]
         lines += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head), *rows, ""]

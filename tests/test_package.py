@@ -23,6 +23,24 @@ def test_every_module_is_listed_and_every_public_name_resolves():
     assert rv.get_vae.__module__ == "robustvae.training" and rv.ood.__name__ == "robustvae.ood"
 
 
+def test_each_chapter_has_its_figure_and_report_modules_and_their_names_resolve():
+    """robustvae.plots and robustvae.reports: one module per chapter, named after its science module."""
+    import importlib
+
+    for pkg in (rv.plots, rv.reports):
+        files = {p.stem for p in Path(pkg.__file__).parent.glob("*.py")} - {"__init__"}
+        assert set(pkg.SUBMODULES) == files
+        for name in pkg.SUBMODULES:
+            assert name in rv.SUBMODULES, f"{pkg.__name__}.{name} is not named after a science module"
+            mod = getattr(pkg, name)
+            assert mod is importlib.import_module(f"{pkg.__name__}.{name}") and mod.__doc__, name
+            for public in mod.__all__:
+                obj = getattr(mod, public)
+                assert not callable(obj) or (obj.__doc__ or "").strip(), f"{mod.__name__}.{public} has no docstring"
+    assert {"ood", "consistency", "purify", "calibration", "rrobust", "certify", "perturbation",
+            "scorecard", "score"} <= set(rv.reports.SUBMODULES)
+
+
 def test_unknown_attribute_is_an_attribute_error():
     import pytest
 
