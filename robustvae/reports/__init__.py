@@ -1,8 +1,10 @@
 """Each chapter's tables and summary numbers, one module per chapter (named after its science module).
 
-The science modules (:mod:`robustvae.ood`, :mod:`robustvae.purify`, ...) compute; the functions
-here only assemble what a chapter computed into its tables, the numbers its prose quotes and its
-claims, so that a chapter's cells read as parameters, calls, figures and claims. Table formatting
+The science modules (:mod:`robustvae.ood`, :mod:`robustvae.purify`, ...) hold the methods; the
+functions here run a chapter's evaluation protocol through them (for example chapter 4's attack
+portfolio, :func:`robustvae.reports.purify.run_portfolio`) and assemble what it computed into its
+tables, the numbers its prose quotes and its claims, so that a chapter's cells read as parameters,
+calls, figures and claims. Table formatting
 shared by every chapter is in :mod:`robustvae.tables`; figures are in :mod:`robustvae.plots`.
 Submodules are imported on first use (``rv.reports.ood``).
 """
