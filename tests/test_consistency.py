@@ -281,3 +281,56 @@ def test_adaptive_attacks_with_either_loss_fool_the_toy_detector(loss):
     res = cons.consistency_attack(clf, vae, x, y, eps=eps, lam=1.0, steps=20, eot=4, loss=loss,
                                   generator=torch.Generator().manual_seed(0), return_result=True)
     assert res.success.all() and _in_ball_and_box(res.x, x, eps)
+
+
+# --- tests written against surviving mutants (benchmarks/mutation.py consistency; tests/MUTANTS.md) ---
+def test_summary_counts_only_rows_with_exactly_one_label():
+    labels = torch.tensor([[5, 5, 5], [2, 2, 2], [1, 2, 1], [0, 1, 2]])   # 1, 1, 2 and 3 distinct labels
+    summary = cons.consistency_summary(labels, torch.tensor([5, 2, 1, 0]))
+    assert summary["single_label"] == pytest.approx(0.5)
+    assert summary["mean_distinct"] == pytest.approx(7 / 4)
+
+
+def test_detection_auroc_with_a_single_score_on_either_side():
+    assert cons.detection_auroc([0.0, 1.0], [2.0]) == 1.0
+    assert cons.detection_auroc([3.0], [1.0, 2.0]) == 0.0
+    with pytest.raises(ValueError):
+        cons.detection_auroc([1.0], [])
+
+
+def test_latent_stats_reconstruction_error_is_the_mean_squared_difference():
+    vae = _ToyVAE(log_var=-20.0)
+    x = _images([0.2, 0.9])
+    stats = cons.latent_stats(vae, x)
+    rec = torch.sigmoid(8 * (x.flatten(1).mean(1) - 0.5))          # each reconstruction is a flat image
+    np.testing.assert_allclose(stats["rec_mse"], ((rec - torch.tensor([0.2, 0.9])) ** 2).numpy(), rtol=1e-5)
+
+
+def test_nearest_centroid_refuses_points_that_are_not_a_matrix():
+    with pytest.raises(ValueError):
+        cons.nearest_centroid(np.array([1.0, 2.0]), np.array([[0.0, 0.0], [1.0, 1.0]]))
+    with pytest.raises(ValueError):
+        cons.nearest_centroid(np.array([[1.0, 2.0]]), np.array([0.0, 0.0]))
+
+
+def test_rank_auroc_with_one_score_a_side_and_nan_without_warnings_when_a_side_is_empty():
+    import warnings
+
+    assert cons._auroc_ranks(np.array([1.0]), np.array([2.0])) == 1.0
+    assert cons._auroc_ranks(np.array([1.0, 3.0]), np.array([2.0])) == 0.5
+    assert cons._auroc_ranks(np.array([2.0]), np.array([1.0, 3.0])) == 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # NaN by the guard, not by a 0/0 division
+        assert np.isnan(cons._auroc_ranks(np.array([1.0, 2.0]), np.array([])))
+        assert np.isnan(cons._auroc_ranks(np.array([]), np.array([1.0, 2.0])))
+
+
+def test_auroc_bootstrap_edge_sizes_and_length_checks():
+    one = cons.auroc_bootstrap([0.0], {"a": [1.0]}, {"a": [True]}, n_boot=1, seed=0)   # one image, one replicate
+    assert one["a"].shape == (1,) and one["a"][0] == 1.0
+    with pytest.raises(ValueError, match="one entry per image"):      # scores right, keep too short
+        cons.auroc_bootstrap([0.0, 1.0], {"a": [1.0, 2.0]}, {"a": [True]})
+    with pytest.raises(ValueError, match="one entry per image"):      # keep right, scores too short
+        cons.auroc_bootstrap([0.0, 1.0], {"a": [1.0]}, {"a": [True, True]})
+    with pytest.raises(ValueError, match="n_boot"):
+        cons.auroc_bootstrap([0.0], {"a": [1.0]}, {"a": [True]}, n_boot=0)

@@ -131,3 +131,77 @@ def test_trained_model_meets_its_requested_margin_and_is_cached(tiny_dataset):
     for (k, v), (k2, v2) in zip(vae.state_dict().items(), again.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     assert again.lipschitz_constants() == pytest.approx(vae.lipschitz_constants())
+
+
+# --- tests written against surviving mutants (benchmarks/mutation.py lipschitz; tests/MUTANTS.md) ---
+def test_maxmin_sorts_pairs_along_the_last_axis_of_any_batch_shape():
+    x = torch.arange(24.0).flip(0).view(2, 3, 4)          # (batch, tokens, features)
+    y = MaxMin()(x)
+    assert torch.equal(y, torch.stack([MaxMin()(row) for row in x]))
+    assert torch.equal(y[0, 0], torch.tensor([23.0, 22.0, 21.0, 20.0]))
+    with pytest.raises(ValueError, match="got 5"):        # the feature axis, not the batch axes
+        MaxMin()(torch.zeros(2, 4, 5))
+
+
+def test_a_default_layer_is_1_lipschitz_and_a_zero_constant_is_allowed():
+    torch.manual_seed(0)
+    layer = lipschitz.LipschitzLinear(6, 4).eval()
+    layer.tighten()
+    assert layer.lipschitz_bound() == pytest.approx(1.0, rel=1e-5)
+    flat = lipschitz.LipschitzLinear(6, 4, lipschitz=0.0).eval()      # a constant map
+    x = torch.randn(3, 6)
+    assert torch.allclose(flat(x), flat.linear.bias.expand(3, 4)) and flat.lipschitz_bound() == 0.0
+
+
+def test_the_bound_is_the_exact_norm_of_the_weight_used_even_when_power_iteration_is_off():
+    torch.manual_seed(0)
+    layer = lipschitz.LipschitzLinear(6, 4, lipschitz=3.0).eval()
+    w = layer.linear.parametrizations.weight.original.detach().double()
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    sn = layer.linear.parametrizations.weight[0]
+    with torch.no_grad():                                   # a power-iteration estimate of sigma_2, not sigma_1
+        sn._u.copy_(u[:, 1].float())
+        sn._v.copy_(vh[1].float())
+    used = torch.linalg.matrix_norm(layer.linear.weight.detach().double() * 3.0, ord=2).item()
+    assert used == pytest.approx(3.0 * (s[0] / s[1]).item(), rel=1e-4)   # well above the nominal 3
+    assert layer.lipschitz_bound() == pytest.approx(used, rel=1e-6)
+    layer.tighten()
+    assert layer.lipschitz_bound() == pytest.approx(3.0, rel=1e-5)
+
+
+def test_mlp_layers_alternate_with_maxmin_and_a_single_layer_is_allowed():
+    names = [type(m).__name__ for m in LipschitzMLP([5, 6, 4, 3], 2.0).net]
+    assert names == ["LipschitzLinear", "MaxMin", "LipschitzLinear", "MaxMin", "LipschitzLinear"]
+    torch.manual_seed(0)
+    net = LipschitzMLP([5, 3], 2.0).eval()                 # one layer: no MaxMin, any input size
+    assert [type(m).__name__ for m in net.net] == ["LipschitzLinear"] and net(torch.randn(2, 5)).shape == (2, 3)
+    net.tighten()
+    assert net.lipschitz_bound() == pytest.approx(2.0, rel=1e-5)
+
+
+def test_encoder_std_network_width_defaults_to_the_mean_network_width():
+    enc = lipschitz.LipschitzEncoder(4, hidden=12, mean_lipschitz=1.0, std_lipschitz=1.0, std_max=0.5, in_features=6)
+    assert enc.std_net.linear_layers()[0].linear.out_features == 12
+    enc = lipschitz.LipschitzEncoder(4, hidden=12, mean_lipschitz=1.0, std_lipschitz=1.0, std_max=0.5,
+                                     std_hidden=8, in_features=6)
+    assert enc.std_net.linear_layers()[0].linear.out_features == 8
+
+
+def test_std_is_the_raw_std_projected_onto_the_ball_and_log_var_is_twice_its_log():
+    torch.manual_seed(0)
+    enc = lipschitz.LipschitzEncoder(8, hidden=16, mean_lipschitz=1.0, std_lipschitz=50.0, std_max=0.3,
+                                     in_features=784).eval()
+    with torch.no_grad():                       # small raw stds near x = 0, large ones far away
+        enc.std_net.linear_layers()[-1].linear.bias.fill_(-3.0)
+    x = torch.cat([0.01 * torch.randn(10, 784), 100 * torch.randn(10, 784)]).view(20, 1, 28, 28)
+    with torch.no_grad():
+        raw = (0.3 * torch.sigmoid(enc.std_net(x.flatten(1)))).clamp_min(1e-6)
+        norm = raw.norm(dim=1, keepdim=True)
+        s = enc.std(x)
+        _, log_var = enc(x)
+    inside = (norm <= 0.3).flatten()
+    assert inside.any() and (~inside).any()                       # both cases occur
+    assert torch.allclose(s[inside], raw[inside])                  # inside the ball: unchanged
+    assert torch.allclose(s[~inside].norm(dim=1), torch.full(((~inside).sum(),), 0.3))   # outside: on the sphere
+    assert torch.allclose(s[~inside], raw[~inside] * 0.3 / norm[~inside])
+    assert torch.allclose(log_var, 2 * s.log())
