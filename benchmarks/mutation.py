@@ -7,7 +7,8 @@ mutmut 2 writes each mutant into the source file, so the run happens in a scratc
 ``robustvae/`` and ``tests/`` (never in the working tree). Each mutant runs the module's own
 test files (``TESTS`` below) with ``-x``; a mutant is *killed* if a test fails, *survived* if all
 pass, *timeout* if they run past mutmut's limit (counted as killed: the mutant changed
-behaviour, usually into an endless loop). String and f-string mutations (error messages,
+behaviour, usually into an endless loop), *suspicious* if a test failed but only after more than
+``--test-time-multiplier`` times the baseline time (a slow kill, counted as killed). String and f-string mutations (error messages,
 ``__all__``, dictionary keys checked elsewhere) are disabled.
 
 Writes ``benchmarks/results/mutation_<module>.json`` (counts, time, and the diff of every
@@ -145,17 +146,19 @@ def run(module: str, tests: list[str], keep: bool = False, functions: list[str] 
     survivors = []
     for mid, status, lineno, line in rows:
         counts[STATUS.get(status, status)] = counts.get(STATUS.get(status, status), 0) + 1
-        if status in ("bad_survived", "ok_suspicious"):
+        if status == "bad_survived":
             diff = subprocess.run([sys.executable, "-m", "mutmut", "show", str(mid)], cwd=scratch,
                                   capture_output=True, text=True).stdout
             survivors.append({"id": mid, "status": STATUS[status], "line": lineno + 1,
                               "source": line.strip(), "diff": diff.strip()})
     total = sum(counts.values()) - counts["skipped"] - counts["untested"]
-    killed = counts["killed"] + counts["timeout"]
+    # mutmut's "suspicious" is a kill that took long (tests failed after more than the baseline time
+    # times --test-time-multiplier: mutmut.run_mutation), so it counts as killed, like a timeout
+    killed = counts["killed"] + counts["timeout"] + counts["suspicious"]
     out = {"module": module, "complete": counts["untested"] == 0, "untested": counts["untested"],
            "tests": tests, "test_selection": sel.strip(), "scope": functions or "whole module",
            "mutants": total, "killed": killed,
-           "survived": counts["survived"] + counts["suspicious"], "timeout": counts["timeout"],
+           "survived": counts["survived"], "timeout": counts["timeout"], "suspicious": counts["suspicious"],
            "kill_rate": round(killed / total, 4) if total else None, "seconds": round(seconds),
            "disabled_mutation_types": DISABLED, "mutmut_exit": proc.returncode, "survivors": survivors}
     if not keep and not resume:
