@@ -1,0 +1,21 @@
+"""benchmarks/mutation.py counts mutmut's statuses the way the kill rates in tests/MUTANTS.md need."""
+
+import sqlite3
+
+from tests.scripts import load_script
+
+
+def test_slow_kills_and_timeouts_count_as_killed_and_only_survivors_are_listed(tmp_path):
+    mutation = load_script("benchmarks/mutation.py")
+    con = sqlite3.connect(tmp_path / ".mutmut-cache")
+    con.execute("CREATE TABLE Line (id INTEGER PRIMARY KEY, line_number INTEGER, line TEXT)")
+    con.execute("CREATE TABLE Mutant (id INTEGER PRIMARY KEY, line INTEGER, status TEXT)")
+    con.execute("INSERT INTO Line VALUES (1, 9, 'x = a + b')")
+    statuses = ["ok_killed"] * 5 + ["ok_suspicious"] * 2 + ["bad_timeout", "bad_survived", "untested"]
+    con.executemany("INSERT INTO Mutant VALUES (?, 1, ?)", list(enumerate(statuses, 1)))
+    con.commit()
+    out = mutation.run("consistency", [], resume=str(tmp_path), report_only=True)
+    assert (out["mutants"], out["killed"], out["survived"], out["untested"]) == (9, 8, 1, 1)
+    assert out["suspicious"] == 2 and out["timeout"] == 1 and not out["complete"]
+    assert out["kill_rate"] == round(8 / 9, 4)
+    assert [s["id"] for s in out["survivors"]] == [9] and out["survivors"][0]["line"] == 10
