@@ -232,3 +232,10 @@ def test_latent_search_default_step_size_converges_in_thirty_steps(tiny):
         err0 = (vae.mean_image(vae.decode(vae.encode(x)[0])) - x).flatten(1).pow(2).sum(1)
     _, err = purify.LatentSearch(vae, steps=30, restarts=1).search(x)
     assert (err / err0).max() < 0.05
+
+
+def test_bpda_is_stochastic_exactly_when_its_purifier_is(tiny):
+    vae, _, _, _ = tiny
+    assert purify.BPDA(torch.nn.Identity()).stochastic is False          # a module that says nothing
+    assert purify.BPDA(purify.Reconstruct(vae)).stochastic is False
+    assert purify.BPDA(purify.LatentSearch(vae, restarts=2)).stochastic is True
