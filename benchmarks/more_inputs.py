@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -87,12 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     if not manifest.exists():
         raise SystemExit(f"{d} has no rerun.json: run `python -m robustvae.runs rerun 06 07 --name {args.run} "
                          "--profile more-inputs` first.")
-    ran = json.loads(manifest.read_text()).get("commit") or ""
-    same = ran and not ran.endswith("+dirty") and subprocess.run(
-        ["git", "diff", "--quiet", ran, "HEAD", "--", "robustvae", "book/[0-9][0-9]_*.md"], cwd=ROOT).returncode == 0
-    if not same:
-        raise SystemExit(f"{args.run} ran on commit {ran or '?'}, and the library or the chapters have changed "
-                         f"since (HEAD {head}): rerun it.")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from seed_findings import require_current_code  # the same check as the seed table's
+
+    require_current_code(args.run, json.loads(manifest.read_text()), head)
     table = collect(ROOT / "book", d)
     args.out.write_text(f"# commit {head}; book: the chapters' default sizes; more inputs: "
                         f"--profile more-inputs\n" + table.to_csv(index=False))

@@ -77,6 +77,17 @@ def collect(book: Path, run_dirs: dict[int, Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def require_current_code(name: str, manifest: dict, head: str) -> None:
+    """Refuse a rerun (``manifest``: its ``rerun.json``) made on other code: its commit must be clean and
+    its library and chapter sources the same as HEAD's, so that one table compares one version of the book."""
+    ran = manifest.get("commit") or ""
+    same = ran and not ran.endswith("+dirty") and subprocess.run(
+        ["git", "diff", "--quiet", ran, "HEAD", "--", "robustvae", "book/[0-9][0-9]_*.md"], cwd=ROOT).returncode == 0
+    if not same:
+        raise SystemExit(f"{name} ran on commit {ran or '?'}, and the library or the chapters have changed "
+                         f"since (HEAD {head}): rerun it.")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", required=True, help="rerun names under runs/, e.g. seed-1 seed-2")
@@ -95,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         seed = next(iter(seeds))
         if len(seeds) != 1 or not isinstance(seed, int):
             raise SystemExit(f"{name}: its chapters must all run with one integer seed, got {sorted(map(str, seeds))}.")
-        ran = m.get("commit") or ""
-        same = ran and not ran.endswith("+dirty") and subprocess.run(
-            ["git", "diff", "--quiet", ran, "HEAD", "--", "robustvae", "book/[0-9][0-9]_*.md"], cwd=ROOT).returncode == 0
-        if not same:
-            raise SystemExit(f"{name} ran on commit {ran or '?'}, and the library or the chapters have changed "
-                             f"since (HEAD {head}): rerun it.")
+        require_current_code(name, m, head)
         run_dirs[seed] = d
     table = collect(ROOT / "book", run_dirs)
     table.attrs["commit"] = head
