@@ -11,6 +11,9 @@ behaviour, usually into an endless loop), *suspicious* if a test failed but only
 ``--test-time-multiplier`` times the baseline time (a slow kill, counted as killed). String and f-string mutations (error messages,
 ``__all__``, dictionary keys checked elsewhere) are disabled.
 
+mutmut 2.5.1 sometimes hangs with no test running; ``supervise`` then kills it and starts it again
+(it resumes from its cache), so a run needs no hand-holding.
+
 Writes ``benchmarks/results/mutation_<module>.json`` (counts, time, and the diff of every
 survivor) and updates ``benchmarks/results/mutation_summary.csv``. Every survivor must be
 killed by a new test or listed with its reason in ``tests/MUTANTS.md``.
@@ -111,6 +114,72 @@ def scope_patch(path: Path, rel: str, lines: list[int]) -> str:
     return "".join(difflib.unified_diff(old, new, fromfile=rel, tofile=rel, n=0))
 
 
+def runner_alive(scratch: Path) -> bool:
+    """Whether a test runner (a ``pytest`` process working in ``scratch``) exists right now."""
+    target = str(scratch.resolve())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.readlink(proc / "cwd") != target:
+                continue
+            if b"pytest" in (proc / "cmdline").read_bytes():
+                return True
+        except OSError:      # the process ended, or is not ours
+            continue
+    return False
+
+
+def untested(scratch: Path) -> int | None:
+    """How many mutants mutmut's cache still lists as untested (None before mutmut has written it)."""
+    try:
+        con = sqlite3.connect(f"file:{scratch / '.mutmut-cache'}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT COUNT(*) FROM Mutant WHERE status = 'untested'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+
+
+def supervise(cmd: list[str], scratch: Path, env: dict, idle: float = 90.0, poll: float = 5.0,
+              max_restarts: int = 200) -> subprocess.CompletedProcess:
+    """Run mutmut, restarting it (it resumes from its cache) whenever it hangs.
+
+    mutmut 2.5.1 deadlocks on this machine about once every 20-60 mutants: it sits at 0% CPU with no
+    test runner beneath it. A hang is ``idle`` seconds with no ``pytest`` process in ``scratch``;
+    the whole process group is then killed and mutmut started again, which tests only the mutants
+    its cache still lists as untested (the one in flight among them). Gives up after
+    ``max_restarts`` restarts without progress.
+    """
+    restarts, stalled, out, err = 0, 0, [], []
+    while True:
+        before = untested(scratch)
+        log = tempfile.TemporaryFile(mode="w+")
+        proc = subprocess.Popen(cmd, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        quiet_since = time.time()
+        while proc.poll() is None:
+            time.sleep(poll)
+            if runner_alive(scratch):
+                quiet_since = time.time()
+            elif time.time() - quiet_since > idle:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+                break
+        log.seek(0)
+        out.append(log.read())
+        log.close()
+        if proc.returncode is not None and proc.returncode >= 0:
+            return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out), "")
+        restarts += 1
+        after = untested(scratch)
+        stalled = 0 if (before is None or after is None or after < before) else stalled + 1
+        print(f"mutmut hung ({after} mutants untested); restart {restarts}", file=sys.stderr, flush=True)
+        if stalled >= 3 or restarts > max_restarts:
+            return subprocess.CompletedProcess(cmd, -9, "".join(out), "mutmut kept hanging without progress")
+
+
 def run(module: str, tests: list[str], keep: bool = False, functions: list[str] | None = None,
         select: str | None = None, keyword: str | None = None, resume: str | None = None,
         report_only: bool = False) -> dict:
@@ -135,7 +204,7 @@ def run(module: str, tests: list[str], keep: bool = False, functions: list[str] 
     if report_only:      # only read what an interrupted run left in its cache
         proc = subprocess.CompletedProcess(cmd, None, "", "")
     else:
-        proc = subprocess.run(cmd, cwd=scratch, env=env, capture_output=True, text=True)
+        proc = supervise(cmd, scratch, env)
     seconds = time.time() - t0
     if not (scratch / ".mutmut-cache").exists():
         raise RuntimeError(f"mutmut did not run:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

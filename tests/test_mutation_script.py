@@ -19,3 +19,25 @@ def test_slow_kills_and_timeouts_count_as_killed_and_only_survivors_are_listed(t
     assert out["suspicious"] == 2 and out["timeout"] == 1 and not out["complete"]
     assert out["kill_rate"] == round(8 / 9, 4)
     assert [s["id"] for s in out["survivors"]] == [9] and out["survivors"][0]["line"] == 10
+
+
+def test_a_hung_mutmut_is_killed_and_restarted_until_it_finishes(tmp_path):
+    """The supervisor restarts a run that sits without a test runner (mutmut 2.5.1's deadlock)."""
+    import sys
+    mutation = load_script("benchmarks/mutation.py")
+    hang_once = ("import pathlib, sys, time\n"
+                 "m = pathlib.Path('started')\n"
+                 "n = int(m.read_text()) if m.exists() else 0\n"
+                 "m.write_text(str(n + 1))\n"
+                 "time.sleep(60) if n < 2 else sys.exit(0)\n")
+    done = mutation.supervise([sys.executable, "-c", hang_once], tmp_path, {}, idle=0.5, poll=0.1)
+    assert done.returncode == 0
+    assert (tmp_path / "started").read_text() == "3"     # hung twice, finished on the third start
+
+
+def test_a_run_that_never_progresses_is_given_up(tmp_path):
+    import sys
+    mutation = load_script("benchmarks/mutation.py")
+    done = mutation.supervise([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, {},
+                              idle=0.3, poll=0.1, max_restarts=2)
+    assert done.returncode == -9
