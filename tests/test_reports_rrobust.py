@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 from robustvae import rrobust as rr
 from robustvae.reports import rrobust as report
@@ -16,7 +17,7 @@ NAN = float("nan")
 PARAMS = dict(vae_epochs=1, extra_epochs=1, latent_dim=2, n_inputs=10, n_mc=10, n_mc_p0=10, n_radii=3,
               attack_steps=1, lbfgs_starts=1, lbfgs_iter=1, lbfgs_stride=1, refine_steps=0, r=1.0,
               tc_beta=2.0, min_radius=0.5, max_radius=2.0, betas=(2.0,), r_curves=(1.0,),
-              likelihood="bernoulli")
+              r_quantile=0.9, likelihood="bernoulli")
 
 
 def t(*values):
@@ -50,7 +51,8 @@ def test_check_parameters_accepts_good_values_and_names_the_bad_one():
     report.check_parameters(PARAMS)
     for bad, match in ((dict(min_radius=3.0), "min_radius"), (dict(n_inputs=9), "n_inputs"),
                        (dict(likelihood="poisson"), "likelihood"), (dict(refine_steps=-1), "refine_steps"),
-                       (dict(betas=(0.0,)), "betas")):
+                       (dict(betas=(0.0,)), "betas"), (dict(r_quantile=1.0), "r_quantile"),
+                       (dict(r_quantile=0.5), "r_quantile")):
         with pytest.raises(ValueError, match=match):
             report.check_parameters({**PARAMS, **bad})
 
@@ -215,3 +217,47 @@ def test_summary_numbers_and_table():
     assert table.loc["VAE", "median p"] == pytest.approx(0.9)
     assert table.loc["top", "median empirical / paper"] == 3.0
     assert table["pixel MSE"].tolist() == [0.01, 0.03, 0.02]
+
+
+def test_noise_scale_margins_search_each_model_at_its_own_r():
+    """Two linear-Gaussian VAEs whose noise differs by 2x: each model's r is its closed-form
+    quantile, its p is about the quantile, and, since r scales with the noise, the exact margin
+    doubles too: the search must find both (a search at one shared r would not)."""
+    A = torch.zeros(2, 4)
+    A[0, 0], A[1, 1] = 3.0, 1.0
+    models = {f"s={s}": rr.LinearGaussianVAE(A, s=s, c=2.0, shape=(1, 2, 2)) for s in (0.1, 0.2)}
+    x = torch.full((3, 1, 2, 2), 0.5)
+    radii = np.geomspace(0.01, 1.0, 12)
+    scaled = report.noise_scale_margins(models, x, x.flip(0), 0.9, radii, radii[::3], report.attack_budgets(10, 2, 5),
+                                        n_mc=2000, n_mc_p0=4000, attack_steps=10, lbfgs_starts=2, lbfgs_iter=5,
+                                        refine_steps=6, seed=0)
+    for name, vae in models.items():
+        res = scaled[name]
+        assert res["r"] == pytest.approx(2.0 * vae.s * math.sqrt(2 * scipy_stats.chi2.ppf(0.9, 2)), rel=0.03)
+        assert res["p0"].p.median().item() == pytest.approx(0.9, abs=0.03)
+        np.testing.assert_allclose(res["empirical"], vae.margin(res["r"]), rtol=0.12)
+        assert set(res) == {"r", "p0", "theory", "portfolio", "empirical"}
+    ratio = scaled["s=0.2"]["empirical"].median() / scaled["s=0.1"]["empirical"].median()
+    assert ratio.item() == pytest.approx(2.0, rel=0.15)
+
+
+def test_noise_scale_table_and_numbers():
+    vae = {**model([1.0, 2.0, 3.0], [0.5, 1.0, 1.5], p=[1.0, 0.9, 0.4]), "r": 2.0}
+    top = {**model([2.0, 4.0, 5.0], [1.5, 1.0, 0.5], p=[0.8, 0.9, 0.95]), "r": 3.5}
+    scaled = {"VAE": vae, "top": top}
+    fixed = {"VAE": model([7.0, 8.0, 9.0], [1, 1, 1]), "top": model([1.0, 1.0, 1.0], [1, 1, 1])}
+    table = report.noise_scale_table(scaled, fixed, 4.0)
+    assert table.loc["VAE", "own r"] == 2.0 and table.loc["top", "own r"] == 3.5
+    assert table.loc["VAE", "median p"] == pytest.approx(0.9)
+    assert table.loc["VAE", "inputs at p = 1 (clipped)"] == 1 and table.loc["VAE", "inputs at p <= 1/2"] == 1
+    assert table.loc["top", "median empirical margin"] == 4.0 and table.loc["top", "median paper margin"] == 1.0
+    assert table.loc["VAE", "median empirical margin at r = 4"] == 8.0
+    assert table.loc["top", "median empirical margin at r = 4"] == 1.0
+    assert table.loc["VAE", "Spearman [95%]"].startswith("1.00")   # perfectly ranked
+    assert table.loc["top", "Spearman [95%]"].startswith("-1.00")  # reversed
+    n = report.noise_scale_numbers(scaled, "top", seed=0)
+    assert (n["own_med_vae"], n["own_med_top"], n["own_r_vae"], n["own_r_top"]) == (2.0, 4.0, 2.0, 3.5)
+    assert n["own_diff_lo"] <= 2.0 <= n["own_diff_hi"] and n["own_diff_lo"] > 0
+    assert n["own_rho_mean"] == pytest.approx(0.0)          # +1 and -1 averaged
+    assert n["own_rho_vae"] == pytest.approx(1.0) and n["own_rho_vae_lo"] <= 1.0 <= n["own_rho_vae_hi"]
+    assert (n["own_clipped"], n["own_unrobust"]) == (1, 1)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 import robustvae as rv
 from robustvae import rrobust as rr
@@ -323,3 +324,44 @@ def test_portfolio_margin_is_the_smallest_and_exact_on_the_linear_model(linear):
         rr.portfolio_margin(model, x, R, [0.1], attacks_, options={"pgd": {}})
     with pytest.raises(ValueError, match="starts"):
         rr.lbfgs_damage_attack(starts=0)
+
+
+@pytest.mark.parametrize("quantile", [0.6, 0.9, 0.97])
+def test_noise_scale_r_is_the_closed_form_quantile_of_the_self_distance(linear, quantile):
+    """||Delta(x)||^2 / (2 c^2 s^2) is chi-square with d = 2: r = c s sqrt(2 chi2.ppf(q, 2))."""
+    model, x, _ = linear
+    r = rr.noise_scale_r(model, x, quantile, n_samples=20000, generator=gen(3))
+    exact = 0.5 * math.sqrt(2 * scipy_stats.chi2.ppf(quantile, 2))
+    assert r == pytest.approx(exact, rel=0.02)
+    assert model.p0(r) == pytest.approx(quantile, abs=0.01)
+    if quantile == 0.9:
+        assert r == pytest.approx(R, rel=0.02)
+
+
+class _NoisyPerInput(torch.nn.Module):
+    """mu = 0 in two latent dimensions, sigma(x) = the input's first pixel, g(z) = z."""
+    likelihood = "identity"
+
+    def encode(self, x):
+        s = x.flatten(1)[:, :1].expand(-1, 2)
+        return torch.zeros_like(s), 2 * s.log()
+
+    def decode(self, z):
+        return z
+
+    def mean_image(self, logits):
+        return logits
+
+
+def test_noise_scale_r_takes_the_median_input_not_the_pooled_distances():
+    x = torch.tensor([0.2, 0.5, 2.0]).view(3, 1)
+    r = rr.noise_scale_r(_NoisyPerInput(), x, 0.9, n_samples=20000, generator=gen(4))
+    per_input = math.sqrt(2 * scipy_stats.chi2.ppf(0.9, 2)) * x.flatten()
+    assert r == pytest.approx(per_input[1].item(), rel=0.02)  # the middle input's own quantile
+
+
+@pytest.mark.parametrize("quantile", [0.5, 1.0, 0.3])
+def test_noise_scale_r_refuses_a_quantile_at_which_the_input_is_not_r_robust(linear, quantile):
+    model, x, _ = linear
+    with pytest.raises(ValueError, match="quantile"):
+        rr.noise_scale_r(model, x, quantile)

@@ -38,6 +38,10 @@ __all__ = [
     "check_parameters",
     "search_grids",
     "attack_budgets",
+    "portfolio_attacks",
+    "noise_scale_margins",
+    "noise_scale_table",
+    "noise_scale_numbers",
     "linear_table",
     "linear_error",
     "price_table",
@@ -67,8 +71,8 @@ def check_parameters(params: Mapping[str, Any]) -> None:
 
     ``params`` holds the chapter's parameters by name (the notebook's ``globals()``): positive
     integers for the sizes, epochs and budgets, ``refine_steps >= 0``, positive ``r``, ``tc_beta``,
-    radii, ``betas`` and ``r_curves``, a known ``likelihood``, ``min_radius < max_radius`` and at
-    least one input per class (``n_inputs >= 10``).
+    radii, ``betas`` and ``r_curves``, ``r_quantile`` in (1/2, 1), a known ``likelihood``,
+    ``min_radius < max_radius`` and at least one input per class (``n_inputs >= 10``).
     """
     for name in _POSITIVE_INTS:
         check_positive(name, params[name])
@@ -82,6 +86,8 @@ def check_parameters(params: Mapping[str, Any]) -> None:
         raise ValueError(
             f"min_radius ({params['min_radius']}) must be below max_radius ({params['max_radius']})."
         )
+    if not 0.5 < params["r_quantile"] < 1:
+        raise ValueError(f"r_quantile must lie in (0.5, 1), got {params['r_quantile']}.")
     if params["n_inputs"] < 10:
         raise ValueError(f"n_inputs must be at least 10 (one per class), got {params['n_inputs']}.")
 
@@ -107,6 +113,105 @@ def attack_budgets(attack_steps: int, lbfgs_starts: int, lbfgs_iter: int) -> dic
         "latent (targeted)": f"PGD, {attack_steps} steps, 1 start",
         "encoder KL": f"PGD, {attack_steps} steps, 1 start",
         "L-BFGS-B": f"L-BFGS-B, {lbfgs_iter} iterations, {lbfgs_starts} starts",
+    }
+
+
+def portfolio_attacks(x_target: torch.Tensor, attack_steps: int, lbfgs_starts: int, lbfgs_iter: int,
+                      generator: torch.Generator) -> dict[str, rr.Attack]:
+    """The chapter's portfolio of margin attacks, by name (the order of :func:`attack_budgets`):
+    max-damage, the targeted latent attack towards ``x_target``, encoder KL and L-BFGS-B, all
+    drawing their random starts from ``generator``."""
+    return {
+        "max-damage": rr.max_damage_attack(attack_steps, generator=generator),
+        "latent (targeted)": rr.latent_target_attack(x_target, attack_steps, generator=generator),
+        "encoder KL": rr.encoder_kl_attack(attack_steps, generator=generator),
+        "L-BFGS-B": rr.lbfgs_damage_attack(lbfgs_starts, lbfgs_iter, generator=generator),
+    }
+
+
+def noise_scale_margins(models: Mapping[str, torch.nn.Module], x: torch.Tensor, x_target: torch.Tensor,
+                        quantile: float, radii: np.ndarray, radii_lbfgs: np.ndarray,
+                        budgets: Mapping[str, str], n_mc: int, n_mc_p0: int, attack_steps: int,
+                        lbfgs_starts: int, lbfgs_iter: int, refine_steps: int,
+                        seed: int = 0) -> dict[str, dict[str, Any]]:
+    """The chapter's margins again, each model at its own ``r`` (:func:`~robustvae.rrobust.noise_scale_r`).
+
+    Per model: ``r`` from ``n_mc_p0`` pairs per input (a generator seeded ``seed + 1``, so the
+    ``r`` and the probabilities below come from different draws); then, as in the chapter's main
+    search (generator seeded ``seed``), ``p0`` at that ``r``, the theoretical margins, and the
+    portfolio of :func:`portfolio_attacks` over ``radii`` (L-BFGS-B over ``radii_lbfgs``), each
+    attack stopping at its first breaking radius. Returns ``{model: {"r", "p0", "theory",
+    "portfolio", "empirical"}}``, the keys :func:`mean_spearman` and :func:`noise_scale_table` read.
+    """
+    out = {}
+    for name, vae in models.items():
+        r_m = rr.noise_scale_r(vae, x, quantile, n_mc_p0, generator=torch.Generator().manual_seed(seed + 1))
+        gen = torch.Generator().manual_seed(seed)
+        p0 = rr.r_robust_probability(vae, x, None, r_m, n_samples=n_mc_p0, generator=gen)
+        theory = rr.theoretical_margins(vae, x, p0.p, n_samples=n_mc_p0)
+        ref = rr.stochastic_reconstructions(vae, x, n_mc, generator=gen)
+        portfolio = rr.portfolio_margin(
+            vae, x, r_m, radii, portfolio_attacks(x_target, attack_steps, lbfgs_starts, lbfgs_iter, gen),
+            budgets=dict(budgets), n_samples=n_mc, refine_steps=refine_steps, reference=ref, generator=gen,
+            stop_when_broken=True, options={"L-BFGS-B": {"radii": radii_lbfgs}},
+        )
+        out[name] = dict(r=r_m, p0=p0, theory=theory, portfolio=portfolio, empirical=portfolio.margin)
+    return out
+
+
+def noise_scale_table(scaled: Mapping[str, Mapping[str, Any]], fixed: Mapping[str, Mapping[str, Any]],
+                      r_fixed: float, seed: int = 0) -> pd.DataFrame:
+    """Each model at its own ``r`` (:func:`noise_scale_margins`) beside the chapter's fixed ``r``:
+    the ``r``, the median ``p`` and the inputs at either end of it, the median empirical and paper
+    margins, Spearman's rho of the two over the inputs with a 95% bootstrap interval, and the
+    median empirical margin at ``r_fixed`` (from ``fixed``, the main search's results)."""
+    rows = {}
+    for name, res in scaled.items():
+        p = res["p0"].p
+        rows[name] = {
+            "own r": res["r"],
+            "median p": p.median().item(),
+            "inputs at p = 1 (clipped)": int((p >= 1).sum()),
+            "inputs at p <= 1/2": int((p <= 0.5).sum()),
+            "median empirical margin": res["empirical"].median().item(),
+            "median paper margin": res["theory"]["paper"].median().item(),
+            "Spearman [95%]": tables.interval(*stats.bootstrap_ci(
+                _spearman, res["theory"]["paper"], res["empirical"], n_boot=1000, seed=seed), keep_together=True),
+            f"median empirical margin at r = {r_fixed:g}": fixed[name]["empirical"].median().item(),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def noise_scale_numbers(scaled: Mapping[str, Mapping[str, Any]], top_name: str,
+                        seed: int = 0) -> dict[str, Any]:
+    """The numbers the prose and the claims quote from :func:`noise_scale_margins` (the first
+    model is the VAE): ``own_med_vae``, ``own_med_top`` and the paired bootstrap interval of
+    their difference (``own_diff_lo``, ``own_diff_hi``); the mean within-model Spearman
+    correlation with its interval (``own_rho_mean``, ``own_rho_lo``, ``own_rho_hi``); the
+    VAE's own within-model correlation with its interval, as in :func:`noise_scale_table`
+    (``own_rho_vae``, ``own_rho_vae_lo``, ``own_rho_vae_hi``); the ``r`` of the VAE and of
+    ``top_name`` (``own_r_vae``, ``own_r_top``); how many inputs over all models sit at the
+    Monte-Carlo clip (``own_clipped``) or at ``p <= 1/2`` (``own_unrobust``)."""
+    vae_name = list(scaled)[0]
+    top, vae = scaled[top_name], scaled[vae_name]
+    _, lo, hi = stats.median_difference(top["empirical"], vae["empirical"], seed=seed)
+    rho = mean_spearman(scaled, seed=seed)
+    rho_vae = stats.bootstrap_ci(_spearman, vae["theory"]["paper"], vae["empirical"], n_boot=1000, seed=seed)
+    return {
+        "own_med_vae": vae["empirical"].median().item(),
+        "own_med_top": top["empirical"].median().item(),
+        "own_diff_lo": lo,
+        "own_diff_hi": hi,
+        "own_rho_mean": rho["rho_mean"],
+        "own_rho_lo": rho["rho_lo"],
+        "own_rho_hi": rho["rho_hi"],
+        "own_rho_vae": rho_vae[0],
+        "own_rho_vae_lo": rho_vae[1],
+        "own_rho_vae_hi": rho_vae[2],
+        "own_r_vae": vae["r"],
+        "own_r_top": top["r"],
+        "own_clipped": int(sum((res["p0"].p >= 1).sum() for res in scaled.values())),
+        "own_unrobust": int(sum((res["p0"].p <= 0.5).sum() for res in scaled.values())),
     }
 
 
