@@ -519,3 +519,35 @@ def test_freezing_keeps_successes_across_restarts_and_stops_when_all_broken():
     assert res.success_trace[0, :, 2].tolist() == [False] + [True] * 6
     assert res.success_trace[0, :, 0].tolist() == [False] * 5 + [True] * 2
     assert bool(res.success_trace[1:].all())
+
+
+# --- random starts: their distribution against the closed form ----------------------------------
+def test_linf_random_start_is_uniform_in_the_box():
+    """Uniform on [-eps, eps] per pixel: mean |d| = eps / 2 and a quarter of |d| beyond 3 eps / 4."""
+    x = torch.full((2000, 1, 2, 2), 0.5)
+    d = (attacks.ball_start(x, 0.1, "linf", generator=torch.Generator().manual_seed(0))(0) - x).flatten()
+    assert d.abs().max().item() <= 0.1 + 1e-7
+    assert d.abs().mean().item() == pytest.approx(0.05, abs=0.002)
+    assert (d.abs() > 0.075).float().mean().item() == pytest.approx(0.25, abs=0.015)
+    assert d.mean().item() == pytest.approx(0.0, abs=0.003)
+
+
+@pytest.mark.parametrize("shape", [(4000, 2), (4000, 1, 1, 2)])
+def test_l2_random_start_is_uniform_in_the_ball(shape):
+    """In n = 2 dimensions a uniform point of the ball has P(||d|| <= t eps) = t^2, each image its
+    own radius and a uniform direction."""
+    x = torch.full(shape, 0.5)
+    d = (attacks.ball_start(x, 0.2, "l2", generator=torch.Generator().manual_seed(1))(0) - x).flatten(1)
+    radius = d.norm(dim=1)
+    assert radius.max().item() <= 0.2 + 1e-6
+    for t in (0.25, 0.5, 0.75):
+        assert (radius <= t * 0.2).float().mean().item() == pytest.approx(t ** 2, abs=0.02)
+    angle = torch.atan2(d[:, 1], d[:, 0])
+    assert (angle > 0).float().mean().item() == pytest.approx(0.5, abs=0.03)
+    assert (angle.abs() < math.pi / 2).float().mean().item() == pytest.approx(0.5, abs=0.03)
+
+
+def test_a_start_without_randomness_or_budget_is_the_input_itself():
+    x = torch.rand(3, 1, 2, 2)
+    for start in (attacks.ball_start(x, 0.3, "l2", random=False), attacks.ball_start(x, 0.0, "linf")):
+        assert torch.equal(start(0), x)
