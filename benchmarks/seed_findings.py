@@ -15,9 +15,9 @@ them from the book's stored notebooks (seed 0) and from each rerun's executed no
 ``fails``, ``not checked`` where that run did not check it, ``chapter failed`` where the rerun
 did not finish, ``not run`` where the rerun left the chapter out; a chapter no rerun included is
 left out of the table), and on how many seeds it held. The commit of each rerun (its manifest) and of
-the book are recorded, and a run made on other code (a commit whose ``robustvae/`` or chapter
-sources differ from HEAD's, or uncommitted changes) is refused: the table compares one version
-of the code.
+the book are recorded, and a run made on other code (a commit whose ``robustvae/`` or chapters'
+code cells differ from HEAD's, or uncommitted changes) is refused: the table compares one version
+of the code. An edit of a chapter's prose alone does not make a rerun stale.
 """
 
 from __future__ import annotations
@@ -77,15 +77,50 @@ def collect(book: Path, run_dirs: dict[int, Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def code_cells(text: str) -> list[str]:
+    """The code cells of a MyST chapter, in order: what runs (prose and the front matter are left out)."""
+    cells, lines, inside = [], [], False
+    for line in text.splitlines():
+        if not inside and line.startswith("```{code-cell}"):
+            inside, lines = True, []
+        elif inside and line.rstrip() == "```":
+            inside = False
+            cells.append("\n".join(lines))
+        elif inside:
+            lines.append(line)
+    return cells
+
+
+def changed_code(ran: str, rev: str = "HEAD") -> list[str]:
+    """The library files and chapters whose *code* differs between commits ``ran`` and ``rev``: any
+    change under ``robustvae/``, and a chapter whose code cells differ (an edit of its prose alone
+    cannot change a number, so it does not count)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+    names = git("diff", "--name-only", ran, rev, "--", "robustvae", "book/[0-9][0-9]_*.md")
+    if names.returncode:
+        return [f"(git cannot compare {ran} with {rev})"]
+    changed = []
+    for path in names.stdout.split():
+        if path.startswith("robustvae/"):
+            changed.append(path)
+            continue
+        old, new = git("show", f"{ran}:{path}"), git("show", f"{rev}:{path}")
+        if old.returncode or new.returncode or code_cells(old.stdout) != code_cells(new.stdout):
+            changed.append(path)
+    return changed
+
+
 def require_current_code(name: str, manifest: dict, head: str) -> None:
     """Refuse a rerun (``manifest``: its ``rerun.json``) made on other code: its commit must be clean and
-    its library and chapter sources the same as HEAD's, so that one table compares one version of the book."""
+    its library and its chapters' code cells the same as HEAD's (:func:`changed_code`), so that one
+    table compares one version of the book."""
     ran = manifest.get("commit") or ""
-    same = ran and not ran.endswith("+dirty") and subprocess.run(
-        ["git", "diff", "--quiet", ran, "HEAD", "--", "robustvae", "book/[0-9][0-9]_*.md"], cwd=ROOT).returncode == 0
-    if not same:
-        raise SystemExit(f"{name} ran on commit {ran or '?'}, and the library or the chapters have changed "
-                         f"since (HEAD {head}): rerun it.")
+    changed = ["(uncommitted changes)"] if ran.endswith("+dirty") else (changed_code(ran) if ran else ["(no commit)"])
+    if changed:
+        raise SystemExit(f"{name} ran on commit {ran or '?'}, and the library or the chapters' code have changed "
+                         f"since (HEAD {head}: {', '.join(changed[:5])}): rerun it.")
 
 
 def main(argv: list[str] | None = None) -> int:

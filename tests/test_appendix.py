@@ -143,3 +143,44 @@ def test_more_inputs_table_puts_each_claim_and_number_beside_the_book(tmp_path, 
     assert "| `06` claim 2 (finding) | b beats c | holds | fails |" in text
     assert "| `06` | test digits | 20 | 200 |" in text and "| `06` | median empirical margin, VAE | 1.250 | 1.500 |" in text
     assert "commit `abc123`" in text
+
+
+def test_a_rerun_is_stale_when_code_changed_but_not_when_only_prose_did(tmp_path, monkeypatch):
+    """seed_findings.require_current_code: the library or a chapter's code cells changed since the
+    rerun's commit -> refused; only a chapter's prose changed -> accepted; a dirty run -> refused."""
+    import subprocess
+    mod = _seed_findings()
+    chapter = ("---\nfront: matter\n---\n# Title\n\nSome prose.\n\n```{code-cell} ipython3\n:tags: [x]\n\n"
+               "a = 1\n```\n\nMore prose.\n\n```{code-cell} ipython3\nb = a + 1\n```\n")
+    assert mod.code_cells(chapter) == [":tags: [x]\n\na = 1", "b = a + 1"]
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "robustvae").mkdir()
+    (tmp_path / "book" / "01_a.md").write_text(chapter)
+    (tmp_path / "robustvae" / "m.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    ran = git("rev-parse", "HEAD")
+    monkeypatch.setattr(mod, "ROOT", tmp_path)
+
+    def edit(path, text):
+        (tmp_path / path).write_text(text)
+        git("commit", "-qam", "edit")
+
+    edit("book/01_a.md", chapter.replace("Some prose.", "Better prose, same code."))
+    assert mod.changed_code(ran) == []
+    mod.require_current_code("r", {"commit": ran}, "HEAD")              # accepted
+    with pytest.raises(SystemExit, match="uncommitted"):
+        mod.require_current_code("r", {"commit": ran + "+dirty"}, "HEAD")
+    edit("book/01_a.md", chapter.replace("b = a + 1", "b = a + 2"))
+    assert mod.changed_code(ran) == ["book/01_a.md"]
+    with pytest.raises(SystemExit, match="01_a.md"):
+        mod.require_current_code("r", {"commit": ran}, "HEAD")
+    git("revert", "--no-edit", "HEAD")
+    edit("robustvae/m.py", "x = 2\n")
+    assert mod.changed_code(ran) == ["robustvae/m.py"]
