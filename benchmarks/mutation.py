@@ -115,7 +115,8 @@ def scope_patch(path: Path, rel: str, lines: list[int]) -> str:
 
 
 def runner_alive(scratch: Path) -> bool:
-    """Whether a test runner (a ``pytest`` process working in ``scratch``) exists right now."""
+    """Whether a test runner (a ``python -m pytest`` process working in ``scratch``, not mutmut itself,
+    whose ``--runner`` string names pytest too) exists right now."""
     target = str(scratch.resolve())
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -123,7 +124,10 @@ def runner_alive(scratch: Path) -> bool:
         try:
             if os.readlink(proc / "cwd") != target:
                 continue
-            if b"pytest" in (proc / "cmdline").read_bytes():
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            # a runner has "pytest" as an argument of its own ("python -m pytest ..."); mutmut itself
+            # only carries it inside its --runner string, and must not count
+            if b"pytest" in args and not any(b"mutmut" in a for a in args):
                 return True
         except OSError:      # the process ended, or is not ours
             continue

@@ -30,7 +30,9 @@ def test_a_hung_mutmut_is_killed_and_restarted_until_it_finishes(tmp_path):
                  "n = int(m.read_text()) if m.exists() else 0\n"
                  "m.write_text(str(n + 1))\n"
                  "time.sleep(60) if n < 2 else sys.exit(0)\n")
-    done = mutation.supervise([sys.executable, "-c", hang_once], tmp_path, {}, idle=0.5, poll=0.1)
+    # like mutmut, the hanging process names pytest inside its --runner string: it is no runner
+    cmd = [sys.executable, "-c", hang_once, "--runner", "python -m pytest -x -q"]
+    done = mutation.supervise(cmd, tmp_path, {}, idle=0.5, poll=0.1)
     assert done.returncode == 0
     assert (tmp_path / "started").read_text() == "3"     # hung twice, finished on the third start
 
@@ -41,3 +43,24 @@ def test_a_run_that_never_progresses_is_given_up(tmp_path):
     done = mutation.supervise([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, {},
                               idle=0.3, poll=0.1, max_restarts=2)
     assert done.returncode == -9
+
+
+def test_a_running_pytest_counts_as_a_runner_and_mutmut_does_not(tmp_path):
+    import subprocess
+    import sys
+    mutation = load_script("benchmarks/mutation.py")
+    sleep = "import time; time.sleep(30)"
+    mutmut = subprocess.Popen([sys.executable, "-c", sleep, "mutmut", "run", "--runner", "python -m pytest -x"],
+                              cwd=tmp_path)
+    try:
+        assert not mutation.runner_alive(tmp_path)
+        runner = subprocess.Popen([sys.executable, "-c", sleep, "-m", "pytest", "-x"], cwd=tmp_path)
+        try:
+            assert mutation.runner_alive(tmp_path)
+            assert not mutation.runner_alive(tmp_path / "elsewhere")
+        finally:
+            runner.kill()
+            runner.wait()
+    finally:
+        mutmut.kill()
+        mutmut.wait()
