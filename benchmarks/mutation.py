@@ -146,18 +146,36 @@ def untested(scratch: Path) -> int | None:
         return None
 
 
+def restore(scratch: Path, rel: str) -> bool:
+    """Put back the unmutated module from ``scratch/.pristine/`` if a killed mutmut left a mutant in
+    it (mutmut writes each mutant into the file and restores it only when it ends normally).
+    Returns whether it had to."""
+    pristine = scratch / ".pristine" / Path(rel).name
+    target = scratch / rel
+    if not pristine.exists():
+        raise RuntimeError(f"{pristine} is missing: this scratch copy cannot be resumed safely.")
+    if target.read_bytes() == pristine.read_bytes():
+        return False
+    shutil.copy(pristine, target)
+    return True
+
+
 def supervise(cmd: list[str], scratch: Path, env: dict, idle: float = 90.0, poll: float = 5.0,
-              max_restarts: int = 200) -> subprocess.CompletedProcess:
+              max_restarts: int = 200, rel: str | None = None) -> subprocess.CompletedProcess:
     """Run mutmut, restarting it (it resumes from its cache) whenever it hangs.
 
     mutmut 2.5.1 deadlocks on this machine about once every 20-60 mutants: it sits at 0% CPU with no
     test runner beneath it. A hang is ``idle`` seconds with no ``pytest`` process in ``scratch``;
     the whole process group is then killed and mutmut started again, which tests only the mutants
-    its cache still lists as untested (the one in flight among them). Gives up after
-    ``max_restarts`` restarts without progress.
+    its cache still lists as untested (the one in flight among them). A killed mutmut leaves its
+    mutant in the source file, so before every start the module ``rel`` is restored from its
+    pristine copy (:func:`restore`); otherwise every later mutant would be tested on top of it.
+    Gives up after ``max_restarts`` restarts without progress.
     """
     restarts, stalled, out, err = 0, 0, [], []
     while True:
+        if rel is not None and restore(scratch, rel):
+            print(f"restored {rel}: a killed mutmut had left a mutant in it", file=sys.stderr, flush=True)
         before = untested(scratch)
         log = tempfile.TemporaryFile(mode="w+")
         proc = subprocess.Popen(cmd, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -195,6 +213,9 @@ def run(module: str, tests: list[str], keep: bool = False, functions: list[str] 
             shutil.copytree(ROOT / d, scratch / d, ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
     rel = f"robustvae/{module}.py"
+    if not resume:
+        (scratch / ".pristine").mkdir()
+        shutil.copy(scratch / rel, scratch / ".pristine" / f"{module}.py")
     sel = (f" -m {select!r}" if select else "") + (f" -k {keyword!r}" if keyword else "")
     runner = f"{sys.executable} -m pytest -x -q -p no:cacheprovider{sel} {' '.join(tests)}"
     cmd = [sys.executable, "-m", "mutmut", "run", "--paths-to-mutate", rel,
@@ -208,7 +229,9 @@ def run(module: str, tests: list[str], keep: bool = False, functions: list[str] 
     if report_only:      # only read what an interrupted run left in its cache
         proc = subprocess.CompletedProcess(cmd, None, "", "")
     else:
-        proc = supervise(cmd, scratch, env)
+        proc = supervise(cmd, scratch, env, rel=rel)
+        if (scratch / ".pristine").exists() and restore(scratch, rel):
+            print(f"restored {rel} after mutmut ended", file=sys.stderr, flush=True)
     seconds = time.time() - t0
     if not (scratch / ".mutmut-cache").exists():
         raise RuntimeError(f"mutmut did not run:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

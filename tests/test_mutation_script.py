@@ -64,3 +64,29 @@ def test_a_running_pytest_counts_as_a_runner_and_mutmut_does_not(tmp_path):
     finally:
         mutmut.kill()
         mutmut.wait()
+
+
+def test_a_mutant_left_in_the_source_by_a_killed_mutmut_is_removed_before_the_restart(tmp_path):
+    """mutmut writes each mutant into the module; killed mid-test it leaves it there. The restarted
+    run must see the pristine module, or every later mutant is tested on top of the stray one."""
+    import sys
+    mutation = load_script("benchmarks/mutation.py")
+    (tmp_path / "robustvae").mkdir()
+    (tmp_path / ".pristine").mkdir()
+    (tmp_path / "robustvae" / "m.py").write_text("x = a * b\n")
+    (tmp_path / ".pristine" / "m.py").write_text("x = a * b\n")
+    mutate_then_hang = ("import pathlib, sys, time\n"
+                        "src = pathlib.Path('robustvae/m.py')\n"
+                        "seen = pathlib.Path('seen')\n"
+                        "seen.write_text((seen.read_text() if seen.exists() else '') + src.read_text())\n"
+                        "if len(seen.read_text().splitlines()) < 3:\n"
+                        "    src.write_text('x = a / b\\n')\n"
+                        "    time.sleep(60)\n")
+    done = mutation.supervise([sys.executable, "-c", mutate_then_hang], tmp_path, {}, idle=0.5, poll=0.1,
+                              rel="robustvae/m.py")
+    assert done.returncode == 0
+    assert (tmp_path / "seen").read_text() == "x = a * b\n" * 3     # every start saw the pristine module
+    (tmp_path / "robustvae" / "m.py").write_text("x = a / b\n")
+    assert mutation.restore(tmp_path, "robustvae/m.py")
+    assert (tmp_path / "robustvae" / "m.py").read_text() == "x = a * b\n"
+    assert not mutation.restore(tmp_path, "robustvae/m.py")
