@@ -32,7 +32,7 @@ def test_a_hung_mutmut_is_killed_and_restarted_until_it_finishes(tmp_path):
                  "time.sleep(60) if n < 2 else sys.exit(0)\n")
     # like mutmut, the hanging process names pytest inside its --runner string: it is no runner
     cmd = [sys.executable, "-c", hang_once, "--runner", "python -m pytest -x -q"]
-    done = mutation.supervise(cmd, tmp_path, {}, idle=0.5, poll=0.1)
+    done = mutation.supervise(cmd, tmp_path, {}, idle=0.5, poll=0.1, startup=0.5)
     assert done.returncode == 0
     assert (tmp_path / "started").read_text() == "3"     # hung twice, finished on the third start
 
@@ -41,7 +41,7 @@ def test_a_run_that_never_progresses_is_given_up(tmp_path):
     import sys
     mutation = load_script("benchmarks/mutation.py")
     done = mutation.supervise([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, {},
-                              idle=0.3, poll=0.1, max_restarts=2)
+                              idle=0.3, poll=0.1, max_restarts=2, startup=0.3)
     assert done.returncode == -9
 
 
@@ -83,7 +83,7 @@ def test_a_mutant_left_in_the_source_by_a_killed_mutmut_is_removed_before_the_re
                         "    src.write_text('x = a / b\\n')\n"
                         "    time.sleep(60)\n")
     done = mutation.supervise([sys.executable, "-c", mutate_then_hang], tmp_path, {}, idle=0.5, poll=0.1,
-                              rel="robustvae/m.py")
+                              startup=0.5, rel="robustvae/m.py")
     assert done.returncode == 0
     assert (tmp_path / "seen").read_text() == "x = a * b\n" * 3     # every start saw the pristine module
     (tmp_path / "robustvae" / "m.py").write_text("x = a / b\n")
