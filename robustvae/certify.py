@@ -53,6 +53,8 @@ __all__ = [
     "markov_bound",
     "lipschitz_for_margin",
     "certified_margin_fixed_std",
+    "noise_for_margin",
+    "kl_floor",
     "certified_margins",
     "second_moment",
     "change_probability",
@@ -207,6 +209,63 @@ def certified_margin_fixed_std(gamma: float, latent_dim: int, r: float, a: float
         hi *= 2.0
     lam = brentq(excess, 0.0, hi, xtol=1e-12, rtol=1e-12)
     return gamma * math.sqrt(2 * lam) / b
+
+
+def noise_for_margin(margin: float, latent_dim: int, r: float, a: float, b: float, prob: float = 0.5,
+                     law: str = "chi2", variant: str = "paper") -> float:
+    """The largest fixed, isotropic encoder standard deviation ``gamma`` (``c = 0``) at which a VAE
+    with constants ``a`` and ``b`` is still certified to ``margin``: the certificate read backwards.
+
+    ``law="markov"``: Barrett et al.'s quadratic (:func:`certified_margin`, ``variant``) with
+    ``c = 0`` and ``s = gamma sqrt(latent_dim)``, solved in closed form,
+    ``gamma^2 = ((1 - prob) r^2 / a^2 - b^2 margin^2) / (alpha latent_dim)``.
+    ``law="chi2"``: the exact noncentral chi-square law (:func:`certified_margin_fixed_std`),
+    inverted numerically; it allows at least the noise of either Markov variant, since Markov's
+    inequality only loosens the same probability. Returns 0 when no noise level certifies
+    ``margin`` (``b margin`` too large).
+    """
+    from scipy.optimize import brentq
+
+    if law not in ("markov", "chi2"):
+        raise ValueError(f"Unknown law {law!r}: 'markov' or 'chi2'.")
+    alpha, _ = _check_common(r, prob, variant)
+    _check_lipschitz(a=a, b=b)
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0, got {margin}.")
+    if not (isinstance(latent_dim, int) and latent_dim > 0):
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}.")
+    if a == 0 or b == 0:
+        return math.inf
+
+    def markov(alpha_: float) -> float:
+        return math.sqrt(max((1.0 - prob) * r**2 / a**2 - b**2 * margin**2, 0.0) / (alpha_ * latent_dim))
+
+    if law == "markov":
+        return markov(alpha)
+    lo = markov(VARIANTS["tight"][0])  # the loosest Markov bound's noise: the exact law allows more
+    if lo == 0.0:
+        return 0.0
+
+    def excess(gamma: float) -> float:
+        return certified_margin_fixed_std(gamma, latent_dim, r, a, b, prob) - margin
+
+    hi = 2.0 * lo
+    while excess(hi) > 0:
+        hi *= 2.0
+    return brentq(excess, lo, hi, xtol=1e-12, rtol=1e-10)
+
+
+def kl_floor(gamma: float, latent_dim: int) -> float:
+    """The smallest ``KL(q(z|x) || N(0, I))`` of a diagonal Gaussian posterior whose standard
+    deviations are at most ``gamma`` in each of ``latent_dim`` dimensions:
+    ``latent_dim / 2 (gamma^2 - 1 - log gamma^2)`` for ``gamma < 1`` (mean 0, every standard
+    deviation at the cap), 0 for ``gamma >= 1``. It is the part of the ELBO's KL term that a cap
+    on the encoder noise forces, whatever the data."""
+    if not gamma > 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}.")
+    if gamma >= 1:
+        return 0.0
+    return 0.5 * latent_dim * (gamma**2 - 1.0 - 2.0 * math.log(gamma))
 
 
 # --- applied to a model ------------------------------------------------------------------

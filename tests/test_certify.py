@@ -288,3 +288,51 @@ def test_certified_margin_never_exceeds_the_exact_margin_of_a_1d_linear_gaussian
     p_out = normal.sf((r - m) / sd) + normal.cdf((-r - m) / sd) if sd > 0 else float(abs(m) > r)
     assert p_out <= 1 - prob + 1e-9
     assert certify.markov_bound(R, s, r, a, b, c, variant) == pytest.approx(1 - prob, rel=1e-6)
+
+
+@pytest.mark.parametrize("law,variant", [("markov", "paper"), ("markov", "tight"), ("chi2", "paper")])
+def test_noise_for_margin_inverts_the_certificate(law, variant):
+    """The certificate at the returned noise is exactly the requested margin, and a little more
+    noise certifies less."""
+    margin, d, r, a, b = 0.5, 16, 4.0, 4.0, 1.0
+    gamma = certify.noise_for_margin(margin, d, r, a, b, law=law, variant=variant)
+
+    def cert(g):
+        if law == "chi2":
+            return certify.certified_margin_fixed_std(g, d, r, a, b)
+        return certify.certified_margin(g * math.sqrt(d), r, a, b, 0.0, 0.5, variant)
+
+    assert cert(gamma) == pytest.approx(margin, rel=1e-6)
+    assert cert(1.01 * gamma) < margin < cert(0.99 * gamma)
+
+
+def test_noise_for_margin_markov_closed_form_and_the_order_of_the_laws():
+    margin, d, r, a, b = 0.25, 16, 4.0, 4.0, 2.0
+    # paper variant: 4 d gamma^2 + b^2 R^2 = r^2 / (2 a^2)  ->  gamma^2 = (0.5 - 0.25) / 64
+    assert certify.noise_for_margin(margin, d, r, a, b, law="markov") == pytest.approx(math.sqrt(0.25 / 64))
+    paper, tight, exact = (certify.noise_for_margin(margin, d, r, a, b, law=law, variant=v)
+                           for law, v in (("markov", "paper"), ("markov", "tight"), ("chi2", "paper")))
+    assert paper < tight < exact
+    assert tight == pytest.approx(math.sqrt(2) * paper)
+    # a margin that no noise level certifies (b R above r sqrt(1 - p) / a)
+    assert certify.noise_for_margin(1.0, d, r, a, 1.0 / 0.7, law="markov") == 0.0
+    assert certify.noise_for_margin(1.0, d, r, a, 1.0 / 0.7, law="chi2") == 0.0
+    with pytest.raises(ValueError, match="law"):
+        certify.noise_for_margin(margin, d, r, a, b, law="gauss")
+
+
+def test_kl_floor_is_the_kl_of_the_capped_posterior_and_nothing_below_it():
+    d, gamma = 16, 0.2
+    q = torch.distributions.Normal(torch.zeros(d, dtype=torch.float64), torch.full((d,), gamma, dtype=torch.float64))
+    prior = torch.distributions.Normal(torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64))
+    exact = torch.distributions.kl_divergence(q, prior).sum().item()
+    assert certify.kl_floor(gamma, d) == pytest.approx(exact)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):  # any posterior within the cap has at least this KL
+        mu = torch.randn(d, generator=g, dtype=torch.float64) * 0.5
+        sd = gamma * torch.rand(d, generator=g, dtype=torch.float64).clamp(min=0.05)
+        kl = torch.distributions.kl_divergence(torch.distributions.Normal(mu, sd), prior).sum().item()
+        assert kl >= certify.kl_floor(gamma, d) - 1e-9
+    assert certify.kl_floor(1.0, d) == 0.0 and certify.kl_floor(3.0, d) == 0.0
+    # the chapter's design: ||sigma||_2 <= r / (2 sqrt(8) a) = 0.1768 spread over 16 dimensions
+    assert certify.kl_floor(0.1767767 / 4, 16) == pytest.approx(41.9, abs=0.05)

@@ -127,7 +127,11 @@ def test_model_summary_certifies_only_the_requested_models(monkeypatch):
 
 def test_kl_cap_is_the_kl_of_equal_standard_deviations():
     assert report.kl_cap(2.0, 4) == pytest.approx(0.0)          # sigma = 1 in every dimension
-    assert report.kl_cap(4.0, 4) == pytest.approx(2 * (4 - math.log(4) - 1))  # sigma = 2
+    # sigma = 0.5 in every dimension: 4/2 (0.25 - log 0.25 - 1)
+    assert report.kl_cap(1.0, 4) == pytest.approx(2 * (0.25 - math.log(0.25) - 1))
+    # a cap above sigma = 1 forces nothing: sigma = 1 is allowed (the old formula, at sigma = 2,
+    # charged 2 (4 - log 4 - 1) nats for noise the encoder need not have)
+    assert report.kl_cap(4.0, 4) == 0.0
 
 
 def test_fraction_at_cap_counts_inputs_within_a_thousandth_of_the_cap():
@@ -257,3 +261,26 @@ def test_findings_gathers_the_quoted_numbers():
     assert (f["dmg_std"], f["dmg_1"], f["rel_std"], f["rel_0"]) == (5.0, 1.0, 0.5, 0.4)
     assert f["ratio_0"] == pytest.approx(4.0 / 0.5)
     assert len(f) == 4 + 8 * 2 + 4
+
+
+def test_noise_table_reads_each_certificate_backwards_and_the_kl_it_forces():
+    from robustvae import certify
+    r, a, prob, d = 4.0, 4.0, 0.5, 16
+    designs = pd.DataFrame([{"requested R*": R, **certify.lipschitz_for_margin(R, r, a, prob)}
+                            for R in (0.25, 1.0)]).set_index("requested R*")
+    table = report.noise_table(designs, d, r, a, prob)
+    g = table["noise per dimension"]
+    # the chapter's design: s_max = r / (2 sqrt(8) a) over 16 dimensions
+    assert g.iloc[0] == pytest.approx(r / (2 * math.sqrt(8) * a) / 4)
+    assert table["forced KL (nats)"].iloc[0] == pytest.approx(41.9, abs=0.05)
+    assert list(g.iloc[1:]) == sorted(g.iloc[1:])        # paper < tight < exact
+    b = designs["b"].iloc[0]
+    assert certify.certified_margin_fixed_std(g.iloc[-1], d, r, a, b, prob) == pytest.approx(0.25, rel=1e-6)
+    assert table["||sigma||_2"].iloc[-1] == pytest.approx(4 * g.iloc[-1])
+    n = report.noise_numbers(table)
+    assert n["kl_chi2"] < n["kl_markov"] < n["kl_design"]
+    assert n["chi2_over_design"] == pytest.approx(g.iloc[-1] / g.iloc[0])
+    # designs that do not share b R* are not collapsed into one row
+    designs.loc[1.0, "b"] *= 0.5
+    with pytest.raises(ValueError, match="differs between designs"):
+        report.noise_table(designs, d, r, a, prob)

@@ -30,6 +30,9 @@ __all__ = [
     "design_table",
     "model_summary",
     "kl_cap",
+    "NOISE_LAWS",
+    "noise_table",
+    "noise_numbers",
     "fraction_at_cap",
     "lipschitz_bounds",
     "next_class_targets",
@@ -110,8 +113,53 @@ def model_summary(models: Mapping[str, Any], requested: Mapping[str, float], x_t
 def kl_cap(s_max: float, latent_dim: int) -> float:
     """The smallest KL term (nats) a Gaussian encoder with ``||sigma(x)||_2 <= s_max`` can pay:
     ``d/2 (sigma^2 - log sigma^2 - 1)`` at ``sigma = s_max / sqrt(d)`` in every dimension."""
-    sigma_eq = s_max / latent_dim**0.5
-    return 0.5 * latent_dim * (sigma_eq**2 - np.log(sigma_eq**2) - 1)
+    return certify.kl_floor(s_max / latent_dim**0.5, latent_dim)
+
+
+#: The certificates :func:`noise_table` compares, by row name: (law, Markov variant).
+NOISE_LAWS = {
+    "Markov, fixed noise (c = 0)": ("markov", "paper"),
+    "Markov without its last step, fixed noise": ("markov", "tight"),
+    "exact noncentral chi-square, fixed noise": ("chi2", "paper"),
+}
+
+
+def noise_table(designs: pd.DataFrame, latent_dim: int, r: float, a: float, prob: float) -> pd.DataFrame:
+    """How much encoder noise each certificate allows for the same requested margin and the same
+    constants ``a``, ``b`` (the rows of ``designs``, :func:`design_table`), and the KL that noise
+    level forces (:func:`robustvae.certify.kl_floor`).
+
+    First row: the chapter's design, an input-dependent noise with ``c = b / 4`` and
+    ``||sigma(x)||_2 <= s_max`` (at best ``s_max / sqrt(d)`` per dimension); then a fixed,
+    isotropic noise ``gamma`` (``c = 0``) under each law of :data:`NOISE_LAWS`
+    (:func:`robustvae.certify.noise_for_margin`). The designs fix the product ``b R*``, so every
+    requested margin gives the same row; that is checked, and one value per row is shown.
+    """
+    rows = {}
+    per_design = {name: [] for name in ["this chapter: Markov, input-dependent noise (c = b/4)", *NOISE_LAWS]}
+    for R, d in designs.iterrows():
+        per_design["this chapter: Markov, input-dependent noise (c = b/4)"].append(d["s_max"] / latent_dim**0.5)
+        for name, (law, variant) in NOISE_LAWS.items():
+            per_design[name].append(certify.noise_for_margin(R, latent_dim, r, a, d["b"], prob, law, variant))
+    for name, gammas in per_design.items():
+        if not np.allclose(gammas, gammas[0], rtol=1e-6):
+            raise ValueError(f"{name}: the noise differs between designs ({gammas}); show them one by one.")
+        gamma = gammas[0]
+        rows[name] = {"noise per dimension": gamma, "||sigma||_2": gamma * latent_dim**0.5,
+                      "forced KL (nats)": certify.kl_floor(gamma, latent_dim)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def noise_numbers(table: pd.DataFrame) -> dict[str, float]:
+    """The numbers the chapter quotes from :func:`noise_table`: the noise and forced KL of the
+    chapter's design (``gamma_design``, ``kl_design``), of the fixed-noise Markov certificate
+    (``gamma_markov``, ``kl_markov``) and of the exact law (``gamma_chi2``, ``kl_chi2``), and
+    ``chi2_over_design``, the ratio of the exact law's noise to the design's."""
+    design, markov, exact = table.index[0], table.index[1], table.index[-1]
+    g, kl = table["noise per dimension"], table["forced KL (nats)"]
+    return {"gamma_design": g[design], "kl_design": kl[design], "gamma_markov": g[markov],
+            "kl_markov": kl[markov], "gamma_chi2": g[exact], "kl_chi2": kl[exact],
+            "chi2_over_design": g[exact] / g[design]}
 
 
 def fraction_at_cap(models: Mapping[str, Any], names: Sequence[str], x: torch.Tensor) -> dict[str, float]:
