@@ -544,7 +544,9 @@ def _background_section() -> list[str]:
     if not path.exists():
         return []
     first = path.read_text().splitlines()[0]
-    commit, ran = _csv_commit(path), first.split("rerun on commit ")[-1].split(",")[0] if "rerun on" in first else "?"
+    # "# commit HEAD; rerun on commit RAN, chapter wall ...": the table's commit, then the rerun's
+    commit = first.split("commit ", 1)[1].split(";")[0] if first.startswith("# commit ") else "?"
+    ran = first.split("rerun on commit ", 1)[1].split(",")[0] if "rerun on commit " in first else "?"
     df = pd.read_csv(path, comment="#", dtype=str).fillna("")
     by = {r.row: r for r in df.itertuples()}
 

@@ -76,6 +76,8 @@ def test_the_table_holds_the_ratio_the_raw_likelihood_the_papers_and_the_profile
     assert "| claim 4 (finding) | the ratio stays below the published 0.99 | fails |" in text
     assert "The ratio's 95% interval lies above 0.5: the ratio fixes the likelihood failure" in text
     assert "--name background --profile background" in text and "benchmarks/background_lr.py" in text
+    head = first.split("commit ", 1)[1].split(";")[0]
+    assert f"commit `{head}`; the rerun ran on `{head}`)" in text
     assert "training the background VAE took 302 s" in text and "cell (training and scoring) 330 s" in text
 
 
