@@ -13,7 +13,8 @@ Reconstruction: :class:`ReconstructionMSE`, :class:`DecoderNLL`.
 Likelihood: :class:`NegELBO`, :class:`NegIWAE`.
 Corrections for the likelihood failure of Nalisnick et al. (2019):
 :class:`InputComplexity` (Serra et al., ICLR 2020), :class:`LikelihoodRatio` (Ren et al.,
-NeurIPS 2019, with a background model trained on :func:`mutate`-d inputs), and
+NeurIPS 2019, with a background model trained on :func:`mutate`-d inputs:
+:func:`get_background_vae`, :class:`BackgroundVAEConfig`), and
 :class:`BernoulliCeilingRatio` (the likelihood relative to its input-dependent maximum under a
 Bernoulli decoder).
 Classifier baselines: :class:`MaxSoftmax` (Hendrycks & Gimpel, ICLR 2017),
@@ -35,26 +36,31 @@ OOD sets that need no download
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 import zlib
 from abc import ABC, abstractmethod
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cache
 from .memo import memoize
 from .models import VAE, gaussian_kl
 from .stats import bootstrap_draws
-from .training import device_of
+from .training import VAEConfig, curve_split, device_of, fit, make_config, vae_metrics
+from .utils import resolve_device
 
 __all__ = [
     "Detector", "KLScore", "LatentNorm", "EncoderVariance", "LatentMahalanobis",
     "ReconstructionMSE", "DecoderNLL", "NegELBO", "NegIWAE", "LikelihoodRegret", "InputComplexity", "BernoulliCeilingRatio",
-    "LikelihoodRatio", "MaxSoftmax", "EnergyScore", "COMPRESSORS", "compressed_bits",
+    "LikelihoodRatio", "BackgroundVAEConfig", "get_background_vae", "MaxSoftmax", "EnergyScore", "COMPRESSORS",
+    "compressed_bits",
     "bernoulli_entropy", "mutate", "ood_metrics", "roc", "uniform_noise", "gaussian_noise",
     "constant_images", "invert", "rotate_flip", "sklearn_digits", "TRANSFORMS",
     "vae_detectors", "classifier_detectors", "score_sets", "metrics_table",
@@ -522,6 +528,83 @@ def mutate(x: torch.Tensor, rate: float, generator: torch.Generator | None = Non
     mask = torch.rand(x.shape, generator=generator) < rate
     noise = torch.randint(0, 256, x.shape, generator=generator).float() / 255
     return torch.where(mask, noise, x.cpu()).to(x.device)
+
+
+@dataclass(frozen=True)
+class BackgroundVAEConfig(VAEConfig):
+    """Everything that determines a trained background VAE for :class:`LikelihoodRatio`.
+
+    The fields of a :class:`~robustvae.training.VAEConfig` (architecture, training images,
+    epochs, optimiser, seed) and ``mutation_rate``, the probability with which :func:`mutate`
+    replaces each pixel of a training batch (Ren et al., NeurIPS 2019, Sec. 3: a rate in
+    [0.1, 0.3] worked for their image models). The rate is a field, so the model cache keeps one
+    checkpoint per rate. :meth:`of` makes the background config of a given VAE's config.
+
+    Example
+    -------
+    >>> cfg = BackgroundVAEConfig.of(VAEConfig(dataset="fashion-mnist", n_train=4000, epochs=12), 0.2)
+    >>> cfg.n_train, cfg.epochs, cfg.mutation_rate
+    (4000, 12, 0.2)
+    """
+
+    kind: ClassVar[str] = "background-vae"
+    mutation_rate: float = 0.2
+
+    def _check(self) -> None:
+        r = self.mutation_rate
+        if isinstance(r, bool) or not isinstance(r, (int, float, np.integer, np.floating)) or not 0 < r < 1:
+            raise ValueError(f"mutation_rate must be a number in (0, 1) (Ren et al. use 0.1 to 0.3), got {r!r}.")
+
+    @classmethod
+    def of(cls, config: VAEConfig, mutation_rate: float) -> "BackgroundVAEConfig":
+        """The background model of the VAE ``config``: every one of its fields, and ``mutation_rate``."""
+        if type(config) is not VAEConfig:
+            raise TypeError(f"BackgroundVAEConfig.of needs a VAEConfig, got {type(config).__name__}.")
+        return cls(**dataclasses.asdict(config), mutation_rate=mutation_rate)
+
+
+def _mutation_generator(seed: int) -> torch.Generator:
+    """The generator of a background VAE's mutations: seeded by the config's seed, but apart from
+    the generator that shuffles the batches (:func:`~robustvae.training.fit`)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), 2019]).generate_state(1)[0]))
+
+
+def get_background_vae(config: BackgroundVAEConfig | None = None, device: str | torch.device = "auto",
+                       retrain: bool = False, **overrides) -> tuple[VAE, dict]:
+    """A trained background VAE for ``config`` (or ``BackgroundVAEConfig(**overrides)``), and its
+    history, through the model cache (:func:`robustvae.cache.load_or_train`).
+
+    The background model of the likelihood ratio (Ren et al., NeurIPS 2019, Sec. 3): the VAE that
+    :func:`~robustvae.training.get_vae` trains for the same fields (same images, initial weights,
+    batches, optimiser and epochs), except that every training batch passes through
+    :func:`mutate` at ``config.mutation_rate`` before the loss, with fresh mutations at every
+    batch (a seeded generator of its own), as Ren et al.'s input pipeline draws them. The noise
+    keeps the population-level statistics of the images (how many pixels are dark, how grey they
+    are) and destroys their semantics, so ``log p_theta(x) - log p_theta0(x)`` cancels the former.
+    Ren et al. also tried an L2 penalty on the background model's weights; none is used here.
+
+    The history has per-epoch ``train_loss`` (the negative ELBO on the mutated batches), and
+    ``test_elbo`` and ``test_mse`` on the clean images of the learning curve.
+    """
+    cfg = make_config(BackgroundVAEConfig, config, overrides)
+    dev = resolve_device(device)
+
+    def train(model):
+        x, y = cfg.training_data()
+        x_test, _ = curve_split(cfg.dataset)
+        gen = _mutation_generator(cfg.seed)
+
+        def on_epoch(m, epoch):
+            met = vae_metrics(m, x_test)
+            return {"test_elbo": met["elbo"], "test_mse": met["mse"]}
+
+        return fit(
+            model, lambda m, xb, yb: m.loss(mutate(xb, cfg.mutation_rate, gen)), x, y,
+            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+            desc=f"background VAE, rate {cfg.mutation_rate} ({cfg.dataset})", on_epoch=on_epoch,
+        )
+
+    return cache.load_or_train(cfg, cfg.build, train, dev, retrain)
 
 
 # ---------------------------------------------------------------------------------------

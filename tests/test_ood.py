@@ -442,3 +442,92 @@ def test_score_sets_fits_copies_and_a_cached_call_gives_the_same_scores(tiny_vae
     assert all(torch.equal(first["m"][s], again["m"][s]) for s in sets)
     fitted = ood.LatentMahalanobis(tiny_vae).fit(tiny_images)
     assert torch.allclose(first["m"]["noise"], fitted.score(sets["noise"]))
+
+
+# ---------------------------------------------------------------------------------------
+# The background model of the likelihood ratio (Ren et al., NeurIPS 2019)
+# ---------------------------------------------------------------------------------------
+TINY_BG = dict(dataset="mnist-5k", n_train=100, epochs=2, batch_size=50, latent_dim=2, width=4, hidden=16)
+
+
+def _record_training_batches(monkeypatch) -> list[torch.Tensor]:
+    """Make every ``VAE.loss`` call record the batch it trains on (the images the loss sees)."""
+    seen: list[torch.Tensor] = []
+    loss = VAE.loss
+
+    def spy(self, x):
+        seen.append(x.detach().cpu().clone())
+        return loss(self, x)
+
+    monkeypatch.setattr(VAE, "loss", spy)
+    return seen
+
+
+def _differing_fraction(batches: list[torch.Tensor], clean: torch.Tensor) -> torch.Tensor:
+    """For every trained-on image, the fraction of its pixels that differ from the closest clean image."""
+    flat = clean.flatten(1)
+    return torch.cat([(b.flatten(1)[:, None, :] != flat[None]).float().mean(-1).min(1).values for b in batches])
+
+
+def test_the_background_vae_trains_on_images_mutated_at_its_rate_afresh_each_epoch(monkeypatch):
+    """Ren et al.'s background model sees its training images with a fraction ``rate`` of their pixels
+    replaced by uniform grey levels (a pixel redrawn to its own value stays: 1 in 256). The VAE of the
+    same config trains on the clean images (the control: a background training that forgot to mutate
+    fails here). Mutations are drawn afresh at every batch, so an image's two epochs differ."""
+    seen = _record_training_batches(monkeypatch)
+    cfg = ood.BackgroundVAEConfig(**TINY_BG, mutation_rate=0.3)
+    clean, _ = cfg.training_data()
+    ood.get_background_vae(cfg, device="cpu")
+    assert sum(len(b) for b in seen) == 2 * len(clean)  # two epochs, every image once per epoch
+    frac = _differing_fraction(seen, clean)
+    assert 0.3 * 0.97 < frac.mean() < 0.3 * 1.03, frac.mean()
+    assert frac.min() > 0.15 and frac.max() < 0.45  # each image is mutated, none wholesale
+    epochs = [torch.cat(seen[:2]), torch.cat(seen[2:])]  # 100 images in batches of 50
+    source = [(e.flatten(1)[:, None, :] != clean.flatten(1)[None]).sum(-1).argmin(1) for e in epochs]
+    for src in source:  # each epoch trains on a mutated copy of every clean image, once
+        assert torch.equal(src.sort().values, torch.arange(len(clean)))
+    second = epochs[1][source[1].argsort()][source[0]]  # epoch 2's copy of each image of epoch 1
+    changed = (second != epochs[0]).flatten(1).any(1)
+    assert changed.all(), "an image met again in the second epoch kept its mutations"
+    seen.clear()
+    rv.get_vae(rv.VAEConfig(**TINY_BG), device="cpu")
+    assert _differing_fraction(seen, clean).max() == 0.0
+
+
+def test_the_background_vae_has_the_vae_config_and_its_own_cache_entry_per_rate(monkeypatch):
+    """``BackgroundVAEConfig.of`` keeps every field of the VAE's config; the rate is part of the cache key:
+    a second call with the same rate loads the checkpoint (no training), another rate trains another model."""
+    from robustvae import cache
+
+    vae_cfg = rv.VAEConfig(**TINY_BG)
+    cfg = ood.BackgroundVAEConfig.of(vae_cfg, 0.2)
+    assert {f: getattr(cfg, f) for f in vae_cfg.__dict__} == vae_cfg.__dict__
+    keys = {r: cache.config_key(ood.BackgroundVAEConfig.of(vae_cfg, r)) for r in (0.1, 0.2, 0.3)}
+    assert len(set(keys.values())) == 3 and cache.config_key(vae_cfg) not in keys.values()
+    assert cache.config_key(ood.BackgroundVAEConfig.of(vae_cfg, 0.2)) == keys[0.2]
+    assert cache.checkpoint_path(cfg).name == f"background-vae-{keys[0.2]}.pt"
+    seen = _record_training_batches(monkeypatch)
+    bg, history = ood.get_background_vae(cfg, device="cpu")
+    assert seen and len(history["train_loss"]) == 2 and len(history["test_elbo"]) == 2
+    seen.clear()
+    again, history_again = ood.get_background_vae(cfg, device="cpu")
+    assert not seen, "the second call trained instead of loading the checkpoint"
+    assert history_again == history
+    assert all(torch.equal(a, b) for a, b in zip(bg.state_dict().values(), again.state_dict().values()))
+    other, _ = ood.get_background_vae(ood.BackgroundVAEConfig.of(vae_cfg, 0.1), device="cpu")
+    assert seen, "another rate must train another model"
+    assert not all(torch.equal(a, b) for a, b in zip(bg.state_dict().values(), other.state_dict().values()))
+
+
+@pytest.mark.parametrize("rate", [0, 0.0, 1.0, -0.1, 1.5, True, "0.2", None])
+def test_the_background_config_rejects_rates_outside_zero_one(rate):
+    with pytest.raises(ValueError, match="mutation_rate"):
+        ood.BackgroundVAEConfig(mutation_rate=rate)
+
+
+def test_the_background_config_is_made_from_a_plain_vae_config_only():
+    assert ood.BackgroundVAEConfig.of(rv.VAEConfig(), 0.1).mutation_rate == 0.1
+    with pytest.raises(TypeError, match="VAEConfig"):
+        ood.BackgroundVAEConfig.of(ood.BackgroundVAEConfig(), 0.1)
+    with pytest.raises(TypeError, match="VAEConfig"):
+        ood.BackgroundVAEConfig.of(rv.ClassifierConfig(), 0.1)

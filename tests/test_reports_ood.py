@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from robustvae import ood
+from robustvae.models import VAE
 from robustvae.reports import ood as report
 from robustvae.tables import DASH
 
 SETS = ["in-distribution", "MNIST", "uniform noise"]
 PARAMS = dict(likelihood="bernoulli", beta=1.0, clf_epochs=1, vae_epochs=1, latent_dim=2, fashion_n_train=10,
               fashion_vae_epochs=1, fashion_clf_epochs=1, n_test=10, n_synthetic=5, iwae_k=2, regret_steps=1,
-              n_boot=10)
+              n_boot=10, background_rate=0.0)
 
 
 def _scores():
@@ -142,3 +143,89 @@ def test_full_and_pairs_tables():
     pairs = report.pairs_auroc_table(auroc, auroc, "mnist", "MNIST")
     assert list(pairs.columns) == ["mnist vs MNIST", "fashion-mnist vs MNIST"]
     assert pairs.loc["z-high"].tolist() == ["1.000", "1.000"] and pairs.loc["a-low"].tolist() == ["0.000", "0.000"]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0, 0.2, 0.99])
+def test_check_parameters_accepts_background_rates_in_zero_one(rate):
+    report.check_parameters({**PARAMS, "background_rate": rate})
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, True, "0.2", None])
+def test_check_parameters_rejects_background_rates_outside_zero_one(rate):
+    with pytest.raises(ValueError, match="'background_rate' must be a number in \\[0, 1\\)"):
+        report.check_parameters({**PARAMS, "background_rate": rate})
+
+
+class _ToyLikelihoodVAE(VAE):
+    """A "VAE" whose IWAE estimate is a known function of the image, plus Monte-Carlo noise:
+    ``-log p(x) = c * mean(x) + s * relu(mean(right half) - mean(left half)) + noise * randn``.
+
+    The first term is a population statistic (brightness: the Bernoulli ceiling's role), the second
+    the semantics (in-distribution images are brighter on the left)."""
+
+    def __init__(self, c: float, s: float, noise: float = 0.01):
+        super().__init__(latent_dim=2, width=4, hidden=8)
+        self.c, self.s, self.noise = c, s, noise
+
+    def iwae(self, x, k=64, **kw):
+        w = x.shape[-1] // 2
+        right_minus_left = x[..., w:].mean((1, 2, 3)) - x[..., :w].mean((1, 2, 3))
+        nll = self.c * x.mean((1, 2, 3)) + self.s * right_minus_left.clamp(min=0)
+        return -(nll + self.noise * torch.randn(len(x)))
+
+
+def _toy_pair(n=40):
+    """In-distribution: brighter (mean about 0.3), bright on the left. OOD: darker (about 0.1), bright on the right."""
+    g = torch.Generator().manual_seed(0)
+
+    def images(level, bright_left):
+        x = level * (0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=g)) * torch.ones(n, 1, 28, 28)
+        half = (slice(None), slice(None), slice(None), slice(0, 14) if bright_left else slice(14, 28))
+        x[half] *= 1.5
+        return x.clamp(0, 1)
+
+    return {"in-distribution": images(0.3, True), "MNIST": images(0.1, False), "noise": torch.rand(n, 1, 28, 28)}
+
+
+def test_background_ratio_fixes_a_toy_likelihood_failure_that_the_background_alone_shares():
+    """A toy of Ren et al.'s argument with known answers. The model's likelihood is dominated by
+    brightness, so the darker OOD images get the higher likelihood (AUROC near 0: the failure); the
+    background model knows brightness only (AUROC near 0 too); their ratio keeps the semantics alone and
+    separates the pair perfectly. A flipped sign or swapped models give AUROC 0 here."""
+    model, background = _ToyLikelihoodVAE(c=500.0, s=200.0), _ToyLikelihoodVAE(c=500.0, s=0.0)
+    sets = _toy_pair()
+    ratio = report.background_ratio(model, background, sets, k=4, n_boot=50, seed=0)
+    assert list(ratio) == ["-log p(x)", report.BACKGROUND_ALONE, report.BACKGROUND]
+    assert ratio["-log p(x)"]["auroc"] < 0.05 and ratio[report.BACKGROUND_ALONE]["auroc"] < 0.05
+    assert ratio[report.BACKGROUND]["auroc"] == 1.0 and ratio[report.BACKGROUND]["auroc_lo"] == 1.0
+    swapped = report.background_ratio(background, model, sets, k=4, n_boot=0, seed=0)
+    assert swapped[report.BACKGROUND]["auroc"] == 0.0
+    # the model term is the chapter's own -log p(x): the same scores, scored as the chapter scores them
+    own = ood.score_sets({report.LIKE: ood.NegIWAE(model, k=4)}, sets, seed=0)[report.LIKE]
+    assert ood.ood_metrics(own["in-distribution"], own["MNIST"], n_boot=50, seed=0) == ratio["-log p(x)"]
+    found = report.background_numbers(ratio, 0.2)
+    assert found["bg_rate"] == 0.2 and found["bg_auroc"] == found["bg_lo"] == found["bg_hi"] == 1.0
+    assert found["bg_raw_auroc"] == ratio["-log p(x)"]["auroc"] and found["bg_raw_hi"] < 0.1
+    assert found["bg_alone_auroc"] == ratio[report.BACKGROUND_ALONE]["auroc"]
+    text = report.background_interval(ratio)
+    assert text.startswith("AUROC 1.000 [1.000, 1.000] vs -log p(x) 0.0")
+
+
+def test_background_table_sets_the_ratio_beside_the_raw_likelihood_and_the_papers():
+    m = lambda a, lo, hi: {"auroc": a, "auroc_lo": lo, "auroc_hi": hi}
+    ratio = {"-log p(x)": m(0.2, 0.18, 0.22), report.BACKGROUND: m(0.9, 0.88, 0.92),
+             report.BACKGROUND_ALONE: m(0.1, 0.08, 0.12)}
+    table = report.background_table(ratio, 0.2)
+    assert list(table.index) == ["-log p(x)", report.BACKGROUND]
+    assert table.loc[report.BACKGROUND].tolist() == [
+        "0.99 (Ren et al. 2019)", "0.900 [0.880, 0.920]", "VAE vs the same VAE trained on 0.2-mutated images"]
+    assert table.loc["-log p(x)", "this book: AUROC [95%]"] == "0.200 [0.180, 0.220]"
+    # in the book's own run the ratio is not run: the paper table says so, and names no model for it
+    s_in, s_out = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0])
+    scores2 = {n: {"in-distribution": s_in, "MNIST": s_out} for n in (report.LIKE, report.IC, report.CEIL)}
+    pair = report.pair_metrics(scores2, {"in-distribution": s_in, "MNIST": s_out}, n_boot=5, seed=0)
+    book = report.paper_table(pair, regret_steps=7)
+    assert book.loc[report.BACKGROUND, ["this book: AUROC [95%]", "this book: model"]].tolist() == ["not run", DASH]
+    with_ratio = report.paper_table({**pair, report.BACKGROUND: ratio[report.BACKGROUND]}, 7, background_rate=0.3)
+    assert with_ratio.loc[report.BACKGROUND, "this book: model"] == "VAE vs the same VAE trained on 0.3-mutated images"
+    assert with_ratio.drop(report.BACKGROUND).equals(book.drop(report.BACKGROUND))

@@ -306,3 +306,18 @@ def test_chapters_run_at_once_and_a_chapter_waits_for_the_ones_it_reads(tmp_path
     _md_chapter(book, "05_y", "x = 1", after=["04_x"])
     with pytest.raises(ValueError, match="wait for each other"):
         runs.execute_book(["04", "05"], book=book, runs=tmp_path / "runs", jobs=2)
+
+
+def test_the_background_profile_turns_on_chapter_2s_likelihood_ratio(tmp_path):
+    """Chapter 2 declares ``background_rate`` off (0) in the book; the ``background`` profile sets it to a
+    rate in Ren et al.'s range for images (read from the chapter's source, the ``.md``)."""
+    import jupytext
+    import nbformat
+
+    nbformat.write(jupytext.read(runs.BOOK / "02_ood.md"), tmp_path / "02_ood.ipynb")
+    assert runs.chapter_parameters(tmp_path / "02_ood.ipynb")["background_rate"] == 0.0
+    jobs = runs.plan_rerun(["02"], "background", profile="background", book=tmp_path, runs=tmp_path / "runs")
+    assert jobs[0].parameters == {"background_rate": 0.2, "strict_claims": False}
+    assert 0.1 <= runs.PROFILES["background"]["background_rate"] <= 0.3
+    with pytest.raises(ValueError, match="'background_rate' of chapter 02_ood takes a number"):
+        runs.plan_rerun(["02"], "x", {"background_rate": "high"}, book=tmp_path, runs=tmp_path / "runs")

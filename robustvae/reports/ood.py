@@ -5,7 +5,8 @@ tabulates the scores with :func:`robustvae.ood.metrics_table`; the functions her
 sets (:func:`ood_sets`), check its parameters, and turn those tables into what it shows: the
 models' table, the AUROC matrices, the headline pairs with bootstrap intervals, the comparison
 with the published numbers, and the numbers its prose and claims quote. The figures are in
-:mod:`robustvae.plots.ood`.
+:mod:`robustvae.plots.ood`. With ``background_rate > 0`` (the ``background`` rerun profile) the
+chapter also scores the headline pair with Ren et al.'s likelihood ratio (:func:`background_ratio`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from ..tables import DASH, fmt_number, fmt_table, interval
 from ..utils import check_fields
 
 __all__ = [
-    "LIKE", "IC", "CEIL", "MSP", "ENERGY", "LATENT", "SHORT", "PUBLISHED", "check_parameters",
-    "fixed_subset", "ood_sets", "models_table", "auroc_matrix", "auroc_table", "direction1_numbers",
-    "direction2_numbers", "pair_metrics", "regret_numbers", "paper_table", "headline_table",
+    "LIKE", "IC", "CEIL", "MSP", "ENERGY", "LATENT", "SHORT", "PUBLISHED", "BACKGROUND", "BACKGROUND_ALONE",
+    "check_parameters", "fixed_subset", "ood_sets", "models_table", "auroc_matrix", "auroc_table",
+    "direction1_numbers", "direction2_numbers", "pair_metrics", "regret_numbers", "background_ratio",
+    "background_numbers", "background_interval", "paper_table", "background_table", "headline_table",
     "full_table", "pairs_auroc_table",
 ]
 
@@ -48,12 +50,17 @@ SHORT = {
     "rotated/flipped": "rot./flip.",
     "sklearn 8x8 digits": "8x8 digits",
 }
+#: The likelihood ratio's row in :data:`PUBLISHED` and :func:`background_ratio`'s results.
+BACKGROUND = "likelihood ratio, background model"
+#: The background model's own likelihood as a score, in :func:`background_ratio`'s results.
+BACKGROUND_ALONE = "-log p(x), background model alone"
 #: Published AUROCs on Fashion-MNIST (in) vs MNIST (out), from the papers
 #: (``shared/REFERENCES.md``), and the model this book runs for each (``{steps}``: the posterior
-#: fit's Adam steps); None where a paper gives no number for this pair, or the book runs none.
+#: fit's Adam steps; ``{rate}``: the background model's mutation rate); None where a paper gives
+#: no number for this pair, or the book runs none.
 PUBLISHED = {
     "-log p(x)": ("0.09 (PixelCNN++, Ren et al. 2019)", "VAE, Bernoulli decoder, IWAE"),
-    "likelihood ratio, background model": ("0.99 (Ren et al. 2019)", None),
+    BACKGROUND: ("0.99 (Ren et al. 2019)", "VAE vs the same VAE trained on {rate}-mutated images"),
     "Likelihood Regret": ("0.99 (Xiao et al. 2020)", "VAE, posterior fit, {steps} steps"),
     "hierarchical VAE, LLR>k": ("0.98 (Havtorn et al. 2021)", None),
     "input complexity": (None, "VAE, Bernoulli likelihood vs PNG"),
@@ -69,13 +76,19 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     ``params`` maps the parameters' names to their values (the chapter passes ``globals()``):
     ``likelihood`` one of :data:`robustvae.models.LIKELIHOODS`; the epochs, sizes and counts
     positive integers; ``beta`` a number >= 0; ``n_synthetic`` at most ``n_test`` (the transformed
-    sets are built from the in-distribution test images).
+    sets are built from the in-distribution test images); ``background_rate`` a number in [0, 1)
+    (0: the likelihood ratio is not run).
     """
-    p = SimpleNamespace(**{k: params[k] for k in ("likelihood", "beta", *_COUNTS)})
+    p = SimpleNamespace(**{k: params[k] for k in ("likelihood", "beta", "background_rate", *_COUNTS)})
     check_fields(p, choices={"likelihood": LIKELIHOODS}, counts=_COUNTS, non_negative=("beta",))
     if p.n_synthetic > p.n_test:
         raise ValueError(f"n_synthetic ({p.n_synthetic}) must not exceed n_test ({p.n_test}): "
                          "transformed sets are built from the in-distribution test images.")
+    r = p.background_rate
+    if isinstance(r, bool) or not isinstance(r, (int, float, np.integer, np.floating)) or not 0 <= r < 1:
+        raise ValueError(f"Parameter 'background_rate' must be a number in [0, 1): the fraction of pixels "
+                         f"mutated in the background model's training images (0: not run; Ren et al. "
+                         f"use 0.1 to 0.3), got {r!r}.")
 
 
 def fixed_subset(name: str, n: int, seed: int = 0) -> torch.Tensor:
@@ -223,12 +236,57 @@ def regret_numbers(pair: Mapping[str, Mapping[str, float]], regret_scores: Mappi
     }
 
 
-def paper_table(pair: Mapping[str, Mapping[str, float]], regret_steps: int) -> pd.DataFrame:
+def background_ratio(vae, background, sets2: Mapping[str, torch.Tensor], k: int, n_boot: int,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Return Ren et al.'s likelihood ratio on Fashion-MNIST vs MNIST, and its two terms, as
+    :func:`robustvae.ood.ood_metrics` with bootstrap intervals.
+
+    ``-[log p(x) - log p_0(x)]`` (:class:`robustvae.ood.LikelihoodRatio`) with both likelihoods
+    the IWAE estimate with ``k`` samples: ``vae``'s (the chapter's Fashion-MNIST VAE) and
+    ``background``'s (:func:`robustvae.ood.get_background_vae`). The in-distribution and MNIST
+    sets of ``sets2`` are scored by :func:`robustvae.ood.score_sets` with ``seed``, as the chapter
+    scores them, so the model term is the chapter's own ``-log p(x)`` estimate. Keyed by
+    :data:`BACKGROUND`, ``"-log p(x)"`` (the model term) and :data:`BACKGROUND_ALONE`.
+    """
+    like, like0 = ood.NegIWAE(vae, k=k), ood.NegIWAE(background, k=k)
+    dets = {"-log p(x)": like, BACKGROUND_ALONE: like0, BACKGROUND: ood.LikelihoodRatio(like, like0)}
+    pair = {s: sets2[s] for s in ("in-distribution", "MNIST")}
+    scores = ood.score_sets(dets, pair, seed=seed)
+    return {name: ood.ood_metrics(sc["in-distribution"], sc["MNIST"], n_boot=n_boot, seed=seed)
+            for name, sc in scores.items()}
+
+
+def background_numbers(ratio: Mapping[str, Mapping[str, float]], rate: float) -> dict[str, float]:
+    """Return the numbers the background profile records, by glue name, from :func:`background_ratio`.
+
+    ``bg_rate`` (the mutation rate); the likelihood ratio's AUROC and 95% interval (``bg_auroc``,
+    ``bg_lo``, ``bg_hi``); the raw likelihood's, scored beside it (``bg_raw_auroc``, ``bg_raw_lo``,
+    ``bg_raw_hi``); the background model's own likelihood's AUROC (``bg_alone_auroc``).
+    """
+    lr, raw = ratio[BACKGROUND], ratio["-log p(x)"]
+    return {"bg_rate": rate, "bg_auroc": lr["auroc"], "bg_lo": lr["auroc_lo"], "bg_hi": lr["auroc_hi"],
+            "bg_raw_auroc": raw["auroc"], "bg_raw_lo": raw["auroc_lo"], "bg_raw_hi": raw["auroc_hi"],
+            "bg_alone_auroc": ratio[BACKGROUND_ALONE]["auroc"]}
+
+
+def background_interval(ratio: Mapping[str, Mapping[str, float]]) -> str:
+    """Return the likelihood ratio's AUROC and interval beside the raw likelihood's, as a claim's numbers:
+    ``"AUROC 0.900 [0.880, 0.920] vs -log p(x) 0.300 [0.280, 0.320]"`` (from :func:`background_ratio`)."""
+    lr, raw = ratio[BACKGROUND], ratio["-log p(x)"]
+    return (f"AUROC {interval(lr['auroc'], lr['auroc_lo'], lr['auroc_hi'], precision=3)} vs -log p(x) "
+            f"{interval(raw['auroc'], raw['auroc_lo'], raw['auroc_hi'], precision=3)}")
+
+
+def paper_table(pair: Mapping[str, Mapping[str, float]], regret_steps: int,
+                background_rate: float = 0.0) -> pd.DataFrame:
     """Return the published AUROCs (:data:`PUBLISHED`) beside this book's on Fashion-MNIST vs MNIST, formatted.
 
-    This book's column gives each :func:`pair_metrics` AUROC with its 95% interval, or "not run".
+    This book's column gives each :func:`pair_metrics` AUROC (and the likelihood ratio's, when
+    ``pair`` holds :data:`BACKGROUND`) with its 95% interval, or "not run"; the model column
+    names the model of each score that ran (``background_rate``: the background model's).
     """
-    model = {k: v[1].format(steps=regret_steps) if v[1] else DASH for k, v in PUBLISHED.items()}
+    model = {k: v[1].format(steps=regret_steps, rate=background_rate) if v[1] and k in pair else DASH
+             for k, v in PUBLISHED.items()}
     table = pd.DataFrame(
         {
             "published AUROC": {k: v[0] or DASH for k, v in PUBLISHED.items()},
@@ -242,6 +300,13 @@ def paper_table(pair: Mapping[str, Mapping[str, float]], regret_steps: int) -> p
     )
     table.index.name = "Fashion-MNIST vs MNIST"
     return fmt_table(table)
+
+
+def background_table(ratio: Mapping[str, Mapping[str, float]], background_rate: float) -> pd.DataFrame:
+    """Return the likelihood ratio and the raw likelihood beside their published AUROCs: the rows
+    ``"-log p(x)"`` and :data:`BACKGROUND` of :func:`paper_table`, from :func:`background_ratio`."""
+    pair = {k: ratio[k] for k in ("-log p(x)", BACKGROUND)}
+    return paper_table(pair, regret_steps=0, background_rate=background_rate).loc[list(pair)]
 
 
 def _headline(scores: Mapping[str, Mapping[str, torch.Tensor]], label: str, n_boot: int, seed: int) -> pd.DataFrame:
