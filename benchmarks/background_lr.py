@@ -100,16 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     from robustvae.utils import git_commit  # here, not at the top: robustvae.utils imports torch
 
     head = git_commit() or "unknown"
-    d = ROOT / "runs" / args.run
-    manifest = d / "rerun.json"
-    if not manifest.exists():
-        raise SystemExit(f"{d} has no rerun.json: run `python -m robustvae.runs rerun 02 --name {args.run} "
-                         "--profile background` first.")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from seed_findings import require_current_code  # the same check as the seed table's
+    from seed_findings import current_rerun  # the same check as the seed table's
 
-    m = json.loads(manifest.read_text())
-    require_current_code(args.run, m, head)
+    d, m = current_rerun(ROOT / "runs", args.run, f"python -m robustvae.runs rerun 02 --name {args.run} "
+                         "--profile background", head)
     job = next((j for j in m["jobs"] if j["chapter"] == CHAPTER), None)
     if job is None or job["status"] != "ok":
         raise SystemExit(f"{args.run}: chapter {CHAPTER} did not run to its end "

@@ -81,15 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     from robustvae.utils import git_commit  # here, not at the top: robustvae.utils imports torch
 
     head = git_commit() or "unknown"
-    d = ROOT / "runs" / args.run
-    manifest = d / "rerun.json"
-    if not manifest.exists():
-        raise SystemExit(f"{d} has no rerun.json: run `python -m robustvae.runs rerun 06 07 --name {args.run} "
-                         "--profile more-inputs` first.")
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from seed_findings import require_current_code  # the same check as the seed table's
+    from seed_findings import current_rerun  # the same check as the seed table's
 
-    require_current_code(args.run, json.loads(manifest.read_text()), head)
+    d, _ = current_rerun(ROOT / "runs", args.run, f"python -m robustvae.runs rerun 06 07 --name {args.run} "
+                         "--profile more-inputs", head)
     table = collect(ROOT / "book", d)
     args.out.write_text(f"# commit {head}; book: the chapters' default sizes; more inputs: "
                         f"--profile more-inputs\n" + table.to_csv(index=False))

@@ -123,6 +123,18 @@ def require_current_code(name: str, manifest: dict, head: str) -> None:
                          f"since (HEAD {head}: {', '.join(changed[:5])}): rerun it.")
 
 
+def current_rerun(runs: Path, name: str, command: str, head: str) -> tuple[Path, dict]:
+    """``(directory, manifest)`` of the rerun ``runs/name``, refused (``SystemExit``) when it has no
+    manifest (``command`` says how to make it) or ran on other code (:func:`require_current_code`)."""
+    d = runs / name
+    manifest = d / "rerun.json"
+    if not manifest.exists():
+        raise SystemExit(f"{d} has no rerun.json: run `{command}` first.")
+    m = json.loads(manifest.read_text())
+    require_current_code(name, m, head)
+    return d, m
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", required=True, help="rerun names under runs/, e.g. seed-1 seed-2")
