@@ -17,7 +17,6 @@ number, the book's value beside the rerun's. A rerun made on other code (a commi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
