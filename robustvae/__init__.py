@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 
 #: The library's modules, each importable as ``robustvae.NAME`` (or ``from robustvae import NAME``).
 SUBMODULES = (
-    "attacks", "cache", "calibration", "certify", "claims", "consistency", "data", "fingerprint",
+    "attacks", "bjorck", "cache", "calibration", "certify", "claims", "consistency", "data", "fingerprint",
     "lipschitz", "memo", "models", "numerics", "ood", "perturbation", "plots", "plotting", "purify", "reports",
     "rrobust", "runs", "stats",
     "score", "score_report", "scorecard", "tables", "tcvae", "training", "utils",

@@ -284,3 +284,81 @@ def test_noise_table_reads_each_certificate_backwards_and_the_kl_it_forces():
     designs.loc[1.0, "b"] *= 0.5
     with pytest.raises(ValueError, match="differs between designs"):
         report.noise_table(designs, d, r, a, prob)
+
+
+# --- the paper-layers profile and the table beside Barrett et al. ---
+
+def test_check_profile_accepts_the_off_state_and_names_each_bad_value():
+    assert report.check_profile(None, 15, (), (0.25, 0.5)) == ()
+    assert report.check_profile(0.5, 3, [2, 4], (0.25, 0.5)) == (2, 4)
+    with pytest.raises(ValueError, match="bjorck_margin"):
+        report.check_profile(0.3, 15, (), (0.25, 0.5))   # not one of the chapter's designs
+    with pytest.raises(ValueError, match="bjorck_iters"):
+        report.check_profile(0.5, 0, (), (0.5,))
+    with pytest.raises(ValueError, match="matched_latent_dims"):
+        report.check_profile(None, 15, (2, 0), (0.5,))
+    with pytest.raises(ValueError, match="matched_latent_dims"):
+        report.check_profile(None, 15, 2, (0.5,))
+
+
+def test_closest_in_mse_picks_the_nearest_reconstruction_error_either_side():
+    mse = {"standard": 0.013, "d=2": 0.050, "d=3": 0.038, "d=4": 0.030}
+    assert report.closest_in_mse(mse, 0.043) == "d=3"
+    assert report.closest_in_mse(mse, 0.047) == "d=2"
+    assert report.closest_in_mse(mse, 0.001) == "standard"
+    with pytest.raises(ValueError):
+        report.closest_in_mse({}, 0.1)
+
+
+def test_pair_comparison_is_paired_and_signed_model_minus_reference():
+    n = 40
+    base = torch.linspace(-200, -100, n)
+    metrics = {"a": {"elbo": base + 5.0, "mse": torch.full((n,), 0.02)},
+               "b": {"elbo": base, "mse": torch.full((n,), 0.04)}}
+    # the margins differ by exactly 1 on every input, on top of a large spread between inputs:
+    # a paired interval is the single point 1, an unpaired one would be wide
+    spread = torch.arange(n, dtype=torch.float64)
+    emp = {"a": spread + 1.0, "b": spread}
+    table, gaps = report.pair_comparison([("a", "b")], metrics, emp, seed=0)
+    assert gaps[("a", "b")]["elbo"] == pytest.approx((5.0, 5.0, 5.0))
+    assert gaps[("a", "b")]["margin"] == pytest.approx((1.0, 1.0, 1.0))
+    row = table.loc[("a", "b")]
+    assert row["pixel MSE"] == pytest.approx(0.02) and row["reference MSE"] == pytest.approx(0.04)
+    assert row["empirical median"] == pytest.approx(spread.median().item() + 1)
+    back, gaps2 = report.pair_comparison([("b", "a")], metrics, emp, seed=0)
+    assert gaps2[("b", "a")]["elbo"][0] == pytest.approx(-5.0) and gaps2[("b", "a")]["margin"][2] < 0
+    nums = report.pair_numbers(table, gaps, {"a": torch.tensor([0.7, 0.5])}, {"b": 0.04})
+    assert nums["pl_n"] == 1 and nums["pl0_model"] == "a" and nums["pl0_ref"] == "b"
+    assert nums["pl0_cert"] == pytest.approx(0.5) and nums["pl0_margin_lo"] == pytest.approx(1.0)
+    assert nums["pl_standards"] == "b: 0.0400"
+    assert math.isnan(report.pair_numbers(back, gaps2, {"a": torch.tensor([0.7])}, {})["pl0_cert"])
+
+
+def test_per_image_metrics_are_the_per_image_form_of_vae_metrics():
+    from robustvae.models import VAE
+    from robustvae.training import vae_metrics
+
+    torch.manual_seed(0)
+    vae = VAE(latent_dim=3).eval()
+    x = torch.rand(12, 1, 28, 28)
+    torch.manual_seed(1)
+    per = report.per_image_metrics(vae, x, batch_size=5)
+    torch.manual_seed(1)
+    mean = vae_metrics(vae, x, batch_size=5)
+    assert per["elbo"].shape == (12,) and per["mse"].mean().item() == pytest.approx(mean["mse"], rel=1e-5)
+    assert per["elbo"].mean().item() == pytest.approx(mean["elbo"], rel=1e-5)
+
+
+def test_paper_table_sets_the_published_numbers_beside_medians_with_intervals():
+    emp = {"standard": torch.full((20,), 1.5, dtype=torch.float64),
+           "R*=0.5": torch.full((20,), 5.0, dtype=torch.float64)}
+    models = {"R*=0.5": Linear()}
+    t = report.paper_table(models, emp, ["R*=0.5"], {"R*=0.5": 0.5}, "mnist-5k", 4000, "bernoulli")
+    assert list(t.columns) == ["Barrett et al. 2022", "this book [95%]"]
+    assert t.loc["empirical margin, standard VAE", "this book [95%]"] == "1.5 [1.5, 1.5]"
+    k = models["R*=0.5"].lipschitz_constants()
+    assert t.loc["empirical margin, Lipschitz VAE", "this book [95%]"] == \
+        f"R*=0.5 (ab={k['a'] * k['b']:.1f}): 5.0 [5.0, 5.0]"
+    assert t.loc["training images", "this book [95%]"] == "mnist-5k, 4,000"
+    assert t.loc["empirical margin, standard VAE", "Barrett et al. 2022"] == report.PUBLISHED[
+        "empirical margin, standard VAE"]

@@ -20,9 +20,10 @@ import pandas as pd
 import torch
 
 from .. import attacks, certify
-from ..stats import bootstrap_ci
+from ..stats import bootstrap_ci, median_difference
 from ..tables import DASH, interval
 from ..training import vae_metrics
+from ..utils import check_positive
 
 __all__ = [
     "ADDITION_COLUMNS",
@@ -42,6 +43,13 @@ __all__ = [
     "reconstruction_spread",
     "budget_table",
     "findings",
+    "check_profile",
+    "PUBLISHED",
+    "paper_table",
+    "per_image_metrics",
+    "closest_in_mse",
+    "pair_comparison",
+    "pair_numbers",
 ]
 
 #: The columns of :func:`attack_additions` (those of
@@ -64,6 +72,20 @@ def check_parameters(prob: float, margins: Sequence[float], eps_grid: Sequence[f
     if eps_compare not in eps_grid:
         raise ValueError(f"eps_compare={eps_compare} must be one of eps_grid {eps_grid}.")
     return tuple(sorted(float(m) for m in margins))
+
+
+def check_profile(bjorck_margin: float | None, bjorck_iters: int, matched_latent_dims: Sequence[int],
+                  margins: Sequence[float]) -> tuple[int, ...]:
+    """Check the parameters of the ``paper-layers`` profile before any work; return the latent sizes
+    as a tuple of ints. ``bjorck_margin`` must be ``None`` or one of ``margins`` (the design rebuilt
+    with Björck layers), ``bjorck_iters`` a positive integer, every latent size a positive integer."""
+    if bjorck_margin is not None and (
+            not isinstance(bjorck_margin, (int, float)) or float(bjorck_margin) not in margins):
+        raise ValueError(f"bjorck_margin must be None or one of margins {tuple(margins)}, got {bjorck_margin!r}.")
+    check_positive("bjorck_iters", bjorck_iters)
+    if isinstance(matched_latent_dims, (str, int)):
+        raise ValueError(f"matched_latent_dims must be a tuple of latent sizes, got {matched_latent_dims!r}.")
+    return tuple(check_positive("matched_latent_dims", d) for d in matched_latent_dims)
 
 
 def design_table(configs: Mapping[float, Any], r: float, decoder_lipschitz: float,
@@ -393,4 +415,119 @@ def findings(margins: Sequence[float], lip_names: Sequence[str], cert: Mapping[s
         "rel_std": budget_df.loc["standard", "mean damage / spread"],
         "ratio_0": margins_df.loc[lip_names[0], "empirical median"] / cert[lip_names[0]].min().item(),
     })
+    return out
+
+
+#: Barrett et al. (AISTATS 2022) on MNIST, as the paper states its setting and reads off its figure of
+#: empirical margins (``REFERENCES.md``): the published column of :func:`paper_table`.
+PUBLISHED = {
+    "layers": "Björck-orthonormal dense layers, GroupSort",
+    "decoder likelihood": "continuous Bernoulli",
+    "training images": "MNIST, 60,000",
+    "certificate (Markov, p = 1/2)": "positive root of (b²+c²)R² + 4csR + 4s² = r²/(2a²)",
+    "empirical margin, Lipschitz VAE": "about 6 (Lipschitz constant 5)",
+    "empirical margin, standard VAE": "about 1 to 1.5",
+}
+
+
+def _median_interval(values: torch.Tensor, seed: int) -> str:
+    return interval(*bootstrap_ci(np.median, values.double().cpu().numpy(), seed=seed), precision=1)
+
+
+def paper_table(models: Mapping[str, Any], emp: Mapping[str, torch.Tensor], lip_names: Sequence[str],
+                requested: Mapping[str, float], dataset: str, n_train: int, likelihood: str,
+                seed: int = 0) -> pd.DataFrame:
+    """Return Barrett et al.'s setting and headline numbers (:data:`PUBLISHED`) beside this chapter's.
+
+    This book's column: the layers and likelihood the chapter's models use, the training set,
+    and the median empirical margin of every Lipschitz VAE (its requested ``R*`` and the product
+    ``ab`` of its exact constants, the most ``g(mu(x))`` can stretch a perturbation) and of
+    ``"standard"``, each with a 95% bootstrap interval over the attacked inputs.
+    """
+    def ab(n):
+        k = models[n].lipschitz_constants()
+        return k["a"] * k["b"]
+
+    ours = {
+        "layers": "spectrally normalised dense layers, GroupSort (Björck: the paper-layers profile)",
+        "decoder likelihood": likelihood,
+        "training images": f"{dataset}, {n_train:,}",
+        "certificate (Markov, p = 1/2)": "the same quadratic (certify.certified_margin)",
+        "empirical margin, Lipschitz VAE": "; ".join(
+            f"R*={requested[n]:g} (ab={ab(n):.1f}): {_median_interval(emp[n], seed)}" for n in lip_names
+        ),
+        "empirical margin, standard VAE": _median_interval(emp["standard"], seed),
+    }
+    table = pd.DataFrame({"Barrett et al. 2022": PUBLISHED, "this book [95%]": ours})
+    table.index.name = "MNIST"
+    return table
+
+
+@torch.no_grad()
+def per_image_metrics(vae, x: torch.Tensor, batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """Per-image ``elbo`` (one reparameterised sample; seed first) and pixel ``mse`` of the mean
+    reconstruction, ``(N,)`` each, on CPU: the per-image form of :func:`robustvae.training.vae_metrics`."""
+    dev = next(vae.parameters()).device
+    elbo, mse = [], []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(dev)
+        elbo.append(vae.elbo(xb)["elbo"].cpu())
+        mse.append((vae.reconstruct(xb, sample=False) - xb).pow(2).flatten(1).mean(1).cpu())
+    return {"elbo": torch.cat(elbo), "mse": torch.cat(mse)}
+
+
+def closest_in_mse(mse: Mapping[str, float], target: float) -> str:
+    """The name in ``mse`` whose reconstruction error is closest to ``target`` (first on ties)."""
+    if not mse:
+        raise ValueError("closest_in_mse needs at least one model.")
+    return min(mse, key=lambda n: abs(mse[n] - target))
+
+
+def pair_comparison(pairs: Sequence[tuple[str, str]], metrics: Mapping[str, Mapping[str, torch.Tensor]],
+                    emp: Mapping[str, torch.Tensor], seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Compare each pair ``(model, reference)`` on the same images: ``(table, gaps)``.
+
+    ``metrics`` holds each model's :func:`per_image_metrics` on the test images, ``emp`` its
+    empirical margins on the attacked ones. One row per pair: both models' pixel MSE and test ELBO,
+    the mean ELBO difference with a paired 95% bootstrap interval, both median empirical margins
+    and their difference with a paired 95% bootstrap interval (:func:`robustvae.stats.median_difference`).
+    ``gaps[(model, reference)]`` holds the ``"elbo"`` and ``"margin"`` triples ``(point, lo, hi)``.
+    """
+    rows, gaps = [], {}
+    for a, b in pairs:
+        ma, mb = metrics[a], metrics[b]
+        d_elbo = bootstrap_ci(np.mean, (ma["elbo"] - mb["elbo"]).double().numpy(), seed=seed)
+        d_margin = median_difference(emp[a], emp[b], seed=seed)
+        gaps[(a, b)] = {"elbo": d_elbo, "margin": d_margin}
+        rows.append({
+            "model": a, "reference": b,
+            "pixel MSE": ma["mse"].mean().item(), "reference MSE": mb["mse"].mean().item(),
+            "test ELBO": ma["elbo"].mean().item(), "reference ELBO": mb["elbo"].mean().item(),
+            "ELBO difference [95%]": interval(*d_elbo, precision=1),
+            "empirical median": emp[a].median().item(), "reference median": emp[b].median().item(),
+            "margin difference [95%]": interval(*d_margin, precision=2),
+        })
+    return pd.DataFrame(rows).set_index(["model", "reference"]), gaps
+
+
+def pair_numbers(table: pd.DataFrame, gaps: Mapping[tuple[str, str], Mapping[str, tuple[float, float, float]]],
+                 cert: Mapping[str, torch.Tensor], std_mse: Mapping[str, float]) -> dict[str, Any]:
+    """The numbers of :func:`pair_comparison` to record, row ``j`` as ``pl{j}_...``: the two names,
+    their MSE, ELBO and median empirical margin, the ELBO and margin differences with their
+    intervals, and the smallest certified margin of a model that has one (NaN otherwise); plus
+    ``pl_n`` (rows) and ``pl_standards`` (each standard VAE's reconstruction error, as text)."""
+    out: dict[str, Any] = {"pl_n": len(table),
+                           "pl_standards": ", ".join(f"{n}: {v:.4f}" for n, v in std_mse.items())}
+    for j, ((a, b), row) in enumerate(table.iterrows()):
+        g = gaps[(a, b)]
+        out.update({
+            f"pl{j}_model": a, f"pl{j}_ref": b,
+            f"pl{j}_mse": row["pixel MSE"], f"pl{j}_ref_mse": row["reference MSE"],
+            f"pl{j}_elbo": row["test ELBO"], f"pl{j}_ref_elbo": row["reference ELBO"],
+            f"pl{j}_elbo_diff": g["elbo"][0], f"pl{j}_elbo_lo": g["elbo"][1], f"pl{j}_elbo_hi": g["elbo"][2],
+            f"pl{j}_emp": row["empirical median"], f"pl{j}_ref_emp": row["reference median"],
+            f"pl{j}_margin_diff": g["margin"][0], f"pl{j}_margin_lo": g["margin"][1],
+            f"pl{j}_margin_hi": g["margin"][2],
+            f"pl{j}_cert": cert[a].min().item() if a in cert else float("nan"),
+        })
     return out
