@@ -234,3 +234,23 @@ def test_grid_worst_case_figure():
     assert ax.get_title().startswith("Worst case over a grid of true RTS")
     assert len(ax.collections) == 2  # one Wilson band per training
     plt.close(fig)
+
+
+def test_paper_table_sets_the_published_findings_beside_the_chapters_numbers():
+    numbers = {"err_rts_max": 6.0164, "ratio_rts": 0.6637, "shift_rts": 9.0647,
+               "rtrue_latent_adv": 0.633, "rtrue_latent_adv_ci": "[0.603, 0.662]",
+               "rtrue_standard": 0.711, "rtrue_standard_ci": "[0.682, 0.738]",
+               "rtrue_augment": 0.833, "rtrue_augment_ci": "[0.809, 0.855]",
+               "verdict_rtrue": "significantly worse than standard training",
+               "worst_latent_adv": 0.777, "worst_standard": 0.4, "worst_augment": 0.312}
+    t = report.paper_table(numbers, 7000, 4, "conv")
+    assert list(t.columns) == ["Wong & Kolter 2021", "this book"]
+    ours = t["this book"]
+    assert ours["training pairs, epochs"] == "7,000 pairs, 4 epochs"
+    assert ours["approximation error"] == "RTS: 6.02 at the largest radius, 0.66 of the pairs' size 9.06"
+    assert ours["learned-set adversarial training, real perturbations"] == (
+        "0.633 [0.603, 0.662] vs standard 0.711 [0.682, 0.738]: significantly worse than standard training")
+    assert ours["learned-set adversarial training, learned-set worst case"] == \
+        "0.777 vs standard 0.400, augmentation 0.312"
+    assert ours["data augmentation, real perturbations"] == "0.833 [0.809, 0.855]"
+    assert t.loc["generator (RTS)", "Wong & Kolter 2021"] == "spatial transformer"
