@@ -20,6 +20,8 @@ Every number in the appendix comes from a file under ``benchmarks/results/``:
   sizes on Fashion-MNIST), its ``results.csv`` copied here;
 - ``background_lr.csv`` (optional): ``benchmarks/background_lr.py`` on chapter 2's ``background`` rerun
   (the likelihood ratio against a background model);
+- ``longer_set.csv`` (optional): ``benchmarks/longer_set.py`` on chapter 8's ``longer-set`` rerun (a
+  perturbation set trained longer, beside the book's);
 - ``paper_layers.csv`` (optional): ``benchmarks/paper_layers.py`` on chapter 7's ``paper-layers`` rerun
   (Björck layers at equal constants, standard VAEs of matched reconstruction error);
 - ``rerun_smoke_<dataset>.csv`` (optional): every chapter rerun at the ``smoke`` profile on each
@@ -540,7 +542,6 @@ def _more_inputs_section() -> list[str]:
     ]
 
 
-
 def _paper_layers_section() -> list[str]:
     """Chapter 7 with the paper's layers and matched standard VAEs (``paper_layers.csv`` from ``paper_layers.py``)."""
     path = RESULTS / "paper_layers.csv"
@@ -597,6 +598,49 @@ def _paper_layers_section() -> list[str]:
         _table(["claim", "text", "verdict"], claims),
         "",
         *([f"On the 2-core machine, {'; '.join(cost)}.", ""] if cost else []),
+    ]
+
+
+def _longer_set_section() -> list[str]:
+    """Chapter 8 with a longer-trained perturbation set (``longer_set.csv`` from ``longer_set.py``)."""
+    path = RESULTS / "longer_set.csv"
+    if not path.exists():
+        return []
+    first = path.read_text().splitlines()[0]
+    commit = first.split("commit ", 1)[1].split(";")[0] if first.startswith("# commit ") else "?"
+    ran = first.split("rerun on commit ", 1)[1].split(",")[0] if "rerun on commit " in first else "?"
+    wall = first.split("chapter wall ", 1)[1].split(";")[0] if "chapter wall " in first else "?"
+    params = first.split("--profile longer-set (", 1)[1].rstrip(")") if "--profile longer-set (" in first else "?"
+    df = pd.read_csv(path, comment="#", dtype=str).fillna("").rename(columns={"longer set": "longer"})
+
+    def cell(v: str) -> str:
+        try:
+            f = float(v)
+        except ValueError:
+            return v.replace("|", "/")
+        return str(int(f)) if f.is_integer() else f"{f:.3f}"
+
+    claims = [[r.row, cell(r.what), r.book, r.longer] for r in df.itertuples() if r.row.startswith("claim")]
+    numbers = [[cell(r.what), cell(r.book), cell(r.longer)] for r in df.itertuples() if not r.row.startswith("claim")]
+    return [
+        "## Chapter 8 with a longer-trained perturbation set",
+        "",
+        "Wong & Kolter want a learned perturbation set that approximates the real perturbations closely;",
+        "chapter 8's CVAE trains for a few CPU epochs and does not. The `longer-set` profile trains it",
+        f"longer ({params}) and trains the three classifiers again with the new set",
+        f"(`benchmarks/longer_set.py`, commit `{commit}`; the rerun ran on `{ran}`, chapter wall {wall}):",
+        "",
+        "```bash",
+        ".venv/bin/python -m robustvae.runs rerun 08 --name longer-set --profile longer-set",
+        ".venv/bin/python benchmarks/longer_set.py",
+        "```",
+        "",
+        _table(["claim", "text", "book", "longer set"], claims),
+        "",
+        "The numbers behind them:",
+        "",
+        _table(["number", "book", "longer set"], numbers),
+        "",
     ]
 
 def _background_section() -> list[str]:
@@ -811,6 +855,7 @@ def render() -> str:
         *_more_inputs_section(),
         *_background_section(),
         *_paper_layers_section(),
+        *_longer_set_section(),
         "## One sweep: the OOD claims over two seeds",
         "",
         "Chapter 2 rerun with seeds 0 (the book's run) and 1: every model retrained from another seed.",

@@ -53,9 +53,13 @@ def _glued(nb: Path) -> dict:
     return read_glued(nb) if nb.exists() else {}
 
 
-def collect(book: Path, run: Path) -> pd.DataFrame:
+def collect(book: Path, run: Path, chapters: tuple[str, ...] = CHAPTERS,
+            key_numbers: list[tuple[str, str, str]] = KEY_NUMBERS, label: str = "more inputs") -> pd.DataFrame:
+    """One row per claim the book's run checked (its verdict in the book and in the rerun) and per
+    key number (the book's value and the rerun's), for ``chapters``; the rerun's column is ``label``
+    (``benchmarks/longer_set.py`` reuses this for chapter 8's profile)."""
     rows = []
-    for ch in CHAPTERS:
+    for ch in chapters:
         base, more = _glued(book / f"{ch}.ipynb"), _glued(run / f"{ch}.ipynb")
         theirs = {text: holds for _, _, claimed, holds, text in more.get("claims_detail", []) if claimed}
         for num, kind, claimed, holds, text in base.get("claims_detail", []):
@@ -64,11 +68,11 @@ def collect(book: Path, run: Path) -> pd.DataFrame:
             rerun = ("holds" if theirs[text] else "fails") if text in theirs else (
                 "chapter failed" if not more else "not checked")
             rows.append({"chapter": ch, "row": f"claim {num} ({kind})", "what": text,
-                         "book": "holds" if holds else "fails", "more inputs": rerun})
-    for ch, key, what in KEY_NUMBERS:
+                         "book": "holds" if holds else "fails", label: rerun})
+    for ch, key, what in key_numbers:
         base, more = _glued(book / f"{ch}.ipynb"), _glued(run / f"{ch}.ipynb")
         rows.append({"chapter": ch, "row": key, "what": what, "book": base.get(key, ""),
-                     "more inputs": more.get(key, "")})
+                     label: more.get(key, "")})
     return pd.DataFrame(rows)
 
 
