@@ -300,3 +300,23 @@ def test_decoder_table_has_a_row_per_decoder_and_intervals():
     assert table.loc["discretized logistic"].tolist() == [
         "0.300 [0.280, 0.320]", "0.950 [0.940, 0.960]", "1.000 [1.000, 1.000]", "0.010 [0.000, 0.020]"]
     assert report.auroc_interval(m(0.5, 0.4, 0.6)) == "0.500 [0.400, 0.600]"
+
+
+@pytest.mark.parametrize("like_hi, noise_lo, ic_lo, bits, fails", [
+    (0.33, 0.99, 0.97, 3.9, []),
+    (0.55, 0.99, 0.97, 3.9, [0]),   # the raw likelihood no longer fails
+    (0.33, 0.40, 0.97, 3.9, [1]),   # input complexity still calls noise in-distribution
+    (0.33, 0.99, 0.30, 3.9, [2]),   # input complexity no better than the raw likelihood
+    (0.33, 0.99, 0.97, 8.5, [3]),   # the VAE codes worse than raw bytes
+])
+def test_decoder_claims_judge_the_discretized_vae_on_intervals(like_hi, noise_lo, ic_lo, bits, fails):
+    from robustvae.claims import Claims
+
+    m = lambda a, lo, hi: {"auroc": a, "auroc_lo": lo, "auroc_hi": hi}
+    dl = {report.LIKE: {"MNIST": m(like_hi - 0.02, like_hi - 0.04, like_hi)},
+          report.IC: {"MNIST": m(ic_lo + 0.01, ic_lo, ic_lo + 0.02), "uniform noise": m(noise_lo + 0.005, noise_lo, 1.0)}}
+    claims = Claims("mnist-5k", strict=False)
+    report.decoder_claims(claims, {"discretized-logistic": dl}, {"dec_dl_bpp_in": bits})
+    assert [c.kind for c in claims.claims] == ["finding", "finding", "finding", "check"]
+    assert [i for i, c in enumerate(claims.claims) if not c.holds] == fails
+    assert claims.claims[1].numbers == report.auroc_interval(dl[report.IC]["uniform noise"])
