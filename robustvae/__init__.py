@@ -8,7 +8,7 @@ figures, tables), :mod:`~robustvae.utils` (seeds, devices, parameter checks),
 :mod:`~robustvae.numerics` (the pinned numerics that make the stored numbers portable),
 :mod:`~robustvae.fingerprint` (figures the regression tests can compare), :mod:`~robustvae.claims`
 (each chapter's checked claims), :mod:`~robustvae.attacks` (FGSM, PGD, L-BFGS, attacks on VAEs).
-One per chapter: :mod:`~robustvae.ood` (2), :mod:`~robustvae.consistency` (3),
+One per chapter: :mod:`~robustvae.ood` and :mod:`~robustvae.discrete` (2), :mod:`~robustvae.consistency` (3),
 :mod:`~robustvae.purify` (4), :mod:`~robustvae.calibration` (5), :mod:`~robustvae.rrobust` and
 :mod:`~robustvae.tcvae` (6), :mod:`~robustvae.lipschitz` and :mod:`~robustvae.certify` (7),
 :mod:`~robustvae.perturbation` (8), :mod:`~robustvae.scorecard` (9), :mod:`~robustvae.score` and
@@ -29,7 +29,8 @@ __version__ = "0.1.0"
 
 #: The library's modules, each importable as ``robustvae.NAME`` (or ``from robustvae import NAME``).
 SUBMODULES = (
-    "attacks", "bjorck", "cache", "calibration", "certify", "claims", "consistency", "data", "fingerprint",
+    "attacks", "bjorck", "cache", "calibration", "certify", "claims", "consistency", "data", "discrete",
+    "fingerprint",
     "lipschitz", "memo", "models", "numerics", "ood", "perturbation", "plots", "plotting", "purify", "reports",
     "rrobust", "runs", "stats",
     "score", "score_report", "scorecard", "tables", "tcvae", "training", "utils",

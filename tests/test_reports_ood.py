@@ -14,7 +14,7 @@ from robustvae.tables import DASH
 SETS = ["in-distribution", "MNIST", "uniform noise"]
 PARAMS = dict(likelihood="bernoulli", beta=1.0, clf_epochs=1, vae_epochs=1, latent_dim=2, fashion_n_train=10,
               fashion_vae_epochs=1, fashion_clf_epochs=1, n_test=10, n_synthetic=5, iwae_k=2, regret_steps=1,
-              n_boot=10, background_rate=0.0)
+              n_boot=10, background_rate=0.0, ic_decoders=())
 
 
 def _scores():
@@ -229,3 +229,94 @@ def test_background_table_sets_the_ratio_beside_the_raw_likelihood_and_the_paper
     with_ratio = report.paper_table({**pair, report.BACKGROUND: ratio[report.BACKGROUND]}, 7, background_rate=0.3)
     assert with_ratio.loc[report.BACKGROUND, "this book: model"] == "VAE vs the same VAE trained on 0.3-mutated images"
     assert with_ratio.drop(report.BACKGROUND).equals(book.drop(report.BACKGROUND))
+
+
+@pytest.mark.parametrize("decoders", [(), ("discretized-logistic",), ["continuous-bernoulli", "discretized-logistic"],
+                                      ("gaussian", "continuous-bernoulli")])
+def test_check_parameters_accepts_extra_decoders(decoders):
+    report.check_parameters({**PARAMS, "ic_decoders": decoders})
+
+
+@pytest.mark.parametrize("decoders", [("bernoulli",), ("poisson",), "discretized-logistic", None,
+                                      ("discretized-logistic", "discretized-logistic")])
+def test_check_parameters_rejects_unknown_repeated_or_the_chapters_own_decoder(decoders):
+    with pytest.raises(ValueError, match="'ic_decoders' must be a tuple of distinct decoder likelihoods"):
+        report.check_parameters({**PARAMS, "ic_decoders": decoders})
+
+
+def test_decoder_vae_keeps_the_config_and_swaps_the_likelihood(monkeypatch):
+    """The extra VAEs are the chapter's configuration with another decoder, and nothing else: the
+    discretized logistic goes to robustvae.discrete's config (its own cache entry), the others to get_vae."""
+    from robustvae import discrete, training
+
+    asked = []
+    monkeypatch.setattr(training, "get_vae", lambda cfg, device="auto", retrain=False: asked.append(cfg) or ("m", {}))
+    monkeypatch.setattr(discrete, "get_vae", lambda cfg, device="auto", retrain=False: asked.append(cfg) or ("d", {}))
+    base = training.VAEConfig(dataset="fashion-mnist", n_train=40, epochs=3, seed=5)
+    assert report.decoder_vae(base, "continuous-bernoulli")[0] == "m"
+    assert report.decoder_vae(base, "discretized-logistic")[0] == "d"
+    cb, dl = asked
+    assert type(cb) is training.VAEConfig and cb == training.VAEConfig(
+        dataset="fashion-mnist", n_train=40, epochs=3, seed=5, likelihood="continuous-bernoulli")
+    assert type(dl) is discrete.DiscretizedVAEConfig and dl.likelihood == "discretized-logistic"
+    assert {k: v for k, v in vars(dl).items() if k != "likelihood"} == {
+        k: v for k, v in vars(base).items() if k != "likelihood"}
+    with pytest.raises(ValueError, match="Unknown decoder 'poisson'"):
+        report.decoder_vae(base, "poisson")
+
+
+def test_decoder_scores_reuse_the_chapters_bernoulli_scores_and_score_the_others_as_the_chapter_does():
+    toy = _ToyLikelihoodVAE(c=500.0, s=200.0)
+    sets = {**_toy_pair(), "uniform noise": torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(1))}
+    own = ood.score_sets({report.LIKE: (like := ood.NegIWAE(toy, k=4)), report.IC: ood.InputComplexity(like)},
+                         sets, seed=0)
+    by = report.decoder_scores(own, {"discretized-logistic": toy}, sets, k=4, seed=0)
+    assert list(by) == ["bernoulli", "discretized-logistic"]
+    for name in (report.LIKE, report.IC):
+        assert list(by["bernoulli"][name]) == ["in-distribution", "MNIST", "uniform noise"]
+        for s in ("in-distribution", "MNIST", "uniform noise"):
+            assert by["bernoulli"][name][s] is own[name][s]
+            assert torch.equal(by["discretized-logistic"][name][s], own[name][s])
+    metrics = report.decoder_metrics(by, n_boot=20, seed=0)
+    assert metrics["bernoulli"][report.LIKE]["MNIST"]["auroc"] < 0.05  # the toy's failure, as in test_background_ratio
+    found = report.decoder_numbers(metrics, by, sets)
+    assert found["dec_bern_like_mnist"] == metrics["bernoulli"][report.LIKE]["MNIST"]["auroc"]
+    assert found["dec_dl_ic_noise_lo"] == metrics["discretized-logistic"][report.IC]["uniform noise"]["auroc_lo"]
+    # code lengths in bits per pixel: the IWAE's nats / ln 2 / 784, and the PNG length / 784
+    bits = own[report.LIKE]["MNIST"] / np.log(2) / 784
+    assert found["dec_dl_bpp_mnist"] == pytest.approx(float(bits.mean()))
+    assert found["png_bpp_noise"] == pytest.approx(float(ood.compressed_bits(sets["uniform noise"]).mean()) / 784)
+    assert found["png_bpp_noise"] > 8  # uniform noise does not compress: 8 bits a pixel and the PNG header
+
+
+def test_decoder_table_has_a_row_per_decoder_and_intervals():
+    m = lambda a, lo, hi: {"auroc": a, "auroc_lo": lo, "auroc_hi": hi}
+    metrics = {d: {report.LIKE: {"MNIST": m(0.3, 0.28, 0.32), "uniform noise": m(1.0, 1.0, 1.0)},
+                   report.IC: {"MNIST": m(0.95, 0.94, 0.96), "uniform noise": m(0.01, 0.0, 0.02)}}
+               for d in ("bernoulli", "continuous-bernoulli", "discretized-logistic")}
+    table = report.decoder_table(metrics)
+    assert list(table.index) == ["Bernoulli", "continuous Bernoulli", "discretized logistic"]
+    assert list(table.columns) == ["-log p(x), MNIST", "S(x), MNIST", "-log p(x), uniform noise", "S(x), uniform noise"]
+    assert table.loc["discretized logistic"].tolist() == [
+        "0.300 [0.280, 0.320]", "0.950 [0.940, 0.960]", "1.000 [1.000, 1.000]", "0.010 [0.000, 0.020]"]
+    assert report.auroc_interval(m(0.5, 0.4, 0.6)) == "0.500 [0.400, 0.600]"
+
+
+@pytest.mark.parametrize("like_hi, noise_lo, ic_lo, bits, fails", [
+    (0.33, 0.99, 0.97, 3.9, []),
+    (0.55, 0.99, 0.97, 3.9, [0]),   # the raw likelihood no longer fails
+    (0.33, 0.40, 0.97, 3.9, [1]),   # input complexity still calls noise in-distribution
+    (0.33, 0.99, 0.30, 3.9, [2]),   # input complexity no better than the raw likelihood
+    (0.33, 0.99, 0.97, 8.5, [3]),   # the VAE codes worse than raw bytes
+])
+def test_decoder_claims_judge_the_discretized_vae_on_intervals(like_hi, noise_lo, ic_lo, bits, fails):
+    from robustvae.claims import Claims
+
+    m = lambda a, lo, hi: {"auroc": a, "auroc_lo": lo, "auroc_hi": hi}
+    dl = {report.LIKE: {"MNIST": m(like_hi - 0.02, like_hi - 0.04, like_hi)},
+          report.IC: {"MNIST": m(ic_lo + 0.01, ic_lo, ic_lo + 0.02), "uniform noise": m(noise_lo + 0.005, noise_lo, 1.0)}}
+    claims = Claims("mnist-5k", strict=False)
+    report.decoder_claims(claims, {"discretized-logistic": dl}, {"dec_dl_bpp_in": bits})
+    assert [c.kind for c in claims.claims] == ["finding", "finding", "finding", "check"]
+    assert [i for i, c in enumerate(claims.claims) if not c.holds] == fails
+    assert claims.claims[1].numbers == report.auroc_interval(dl[report.IC]["uniform noise"])

@@ -321,3 +321,21 @@ def test_the_background_profile_turns_on_chapter_2s_likelihood_ratio(tmp_path):
     assert 0.1 <= runs.PROFILES["background"]["background_rate"] <= 0.3
     with pytest.raises(ValueError, match="'background_rate' of chapter 02_ood takes a number"):
         runs.plan_rerun(["02"], "x", {"background_rate": "high"}, book=tmp_path, runs=tmp_path / "runs")
+
+
+def test_the_decoders_profile_turns_on_chapter_2s_decoder_comparison(tmp_path):
+    """Chapter 2 declares ``ic_decoders`` off (empty) in the book; the ``decoders`` profile asks for the
+    continuous Bernoulli and the discretized logistic, both valid for the chapter's check."""
+    import jupytext
+    import nbformat
+
+    from robustvae.reports import ood as report
+
+    nbformat.write(jupytext.read(runs.BOOK / "02_ood.md"), tmp_path / "02_ood.ipynb")
+    assert runs.chapter_parameters(tmp_path / "02_ood.ipynb")["ic_decoders"] == ()
+    jobs = runs.plan_rerun(["02"], "decoders", profile="decoders", book=tmp_path, runs=tmp_path / "runs")
+    assert jobs[0].parameters == {"ic_decoders": ("continuous-bernoulli", "discretized-logistic"),
+                                  "strict_claims": False}
+    assert all(d in report.DECODERS and d != "bernoulli" for d in runs.PROFILES["decoders"]["ic_decoders"])
+    with pytest.raises(ValueError, match="'ic_decoders' of chapter 02_ood takes a tuple"):
+        runs.plan_rerun(["02"], "x", {"ic_decoders": "discretized-logistic"}, book=tmp_path, runs=tmp_path / "runs")
