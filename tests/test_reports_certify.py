@@ -289,16 +289,14 @@ def test_noise_table_reads_each_certificate_backwards_and_the_kl_it_forces():
 # --- the paper-layers profile and the table beside Barrett et al. ---
 
 def test_check_profile_accepts_the_off_state_and_names_each_bad_value():
-    assert report.check_profile(None, 15, (), (0.25, 0.5)) == ()
-    assert report.check_profile(0.5, 3, [2, 4], (0.25, 0.5)) == (2, 4)
+    assert report.check_profile(None, (), (0.25, 0.5)) == ()
+    assert report.check_profile(0.5, [2, 4], (0.25, 0.5)) == (2, 4)
     with pytest.raises(ValueError, match="bjorck_margin"):
-        report.check_profile(0.3, 15, (), (0.25, 0.5))   # not one of the chapter's designs
-    with pytest.raises(ValueError, match="bjorck_iters"):
-        report.check_profile(0.5, 0, (), (0.5,))
+        report.check_profile(0.3, (), (0.25, 0.5))   # not one of the chapter's designs
     with pytest.raises(ValueError, match="matched_latent_dims"):
-        report.check_profile(None, 15, (2, 0), (0.5,))
+        report.check_profile(None, (2, 0), (0.5,))
     with pytest.raises(ValueError, match="matched_latent_dims"):
-        report.check_profile(None, 15, 2, (0.5,))
+        report.check_profile(None, 2, (0.5,))
 
 
 def test_closest_in_mse_picks_the_nearest_reconstruction_error_either_side():
@@ -353,12 +351,45 @@ def test_paper_table_sets_the_published_numbers_beside_medians_with_intervals():
     emp = {"standard": torch.full((20,), 1.5, dtype=torch.float64),
            "R*=0.5": torch.full((20,), 5.0, dtype=torch.float64)}
     models = {"R*=0.5": Linear()}
-    t = report.paper_table(models, emp, ["R*=0.5"], {"R*=0.5": 0.5}, "mnist-5k", 4000, "bernoulli")
+
+    class Config:
+        dataset, likelihood = "mnist-5k", "bernoulli"
+
+        def training_data(self):
+            return torch.zeros(4000, 1, 28, 28), torch.zeros(4000)
+
+    t, numbers = report.paper_table(models, emp, ["R*=0.5"], {"R*=0.5": 0.5}, Config())
+    assert numbers == {"n_train": 4000}
     assert list(t.columns) == ["Barrett et al. 2022", "this book [95%]"]
     assert t.loc["empirical margin, standard VAE", "this book [95%]"] == "1.5 [1.5, 1.5]"
     k = models["R*=0.5"].lipschitz_constants()
     assert t.loc["empirical margin, Lipschitz VAE", "this book [95%]"] == \
         f"R*=0.5 (ab={k['a'] * k['b']:.1f}): 5.0 [5.0, 5.0]"
     assert t.loc["training images", "this book [95%]"] == "mnist-5k, 4,000"
+    assert t.loc["decoder likelihood", "this book [95%]"] == "bernoulli"
     assert t.loc["empirical margin, standard VAE", "Barrett et al. 2022"] == report.PUBLISHED[
         "empirical margin, standard VAE"]
+
+
+class _Claims:
+    def __init__(self):
+        self.rows = []
+
+    def check(self, text, ok, numbers, kind, tuned=False):
+        self.rows.append((text, bool(ok), kind))
+
+
+def test_paper_layer_claims_fail_when_the_intervals_say_so_and_skip_an_off_profile():
+    claims = _Claims()
+    report.paper_layer_claims(claims, None, None, ["R*=0.5"])
+    assert claims.rows == []
+    gaps = {("Björck R*=0.5", "R*=0.5"): {"elbo": (50.0, 48.0, 52.0), "margin": (-2.5, -2.5, -2.5)},
+            ("R*=0.5", "standard d=2"): {"elbo": (-40.0, -42.0, -38.0), "margin": (3.5, 3.5, 3.5)},
+            ("R*=1", "standard d=2"): {"elbo": (-70.0, -72.0, -68.0), "margin": (0.5, 0.0, 1.0)}}
+    result = report.PaperLayers(pd.DataFrame(), gaps, {}, {"Björck R*=0.5": torch.tensor([0.4999, 0.6])},
+                                "Björck R*=0.5", "R*=0.5")
+    report.paper_layer_claims(claims, result, 0.5, ["R*=0.5", "R*=1"])
+    verdicts = {text.split(" ")[0] + text.split(" ")[3]: ok for text, ok, _ in claims.rows}
+    assert [ok for _, ok, _ in claims.rows] == [False, True, False]   # 0.4999 < 0.5; ELBO above 0; R*=1's lower bound 0
+    assert [k for _, _, k in claims.rows] == ["check", "finding", "finding"]
+    assert len(verdicts) == 3

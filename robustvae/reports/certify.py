@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,11 @@ import pandas as pd
 import torch
 
 from .. import attacks, certify
+from .. import rrobust as rr
 from ..stats import bootstrap_ci, median_difference
 from ..tables import DASH, interval
-from ..training import vae_metrics
-from ..utils import check_positive
+from ..training import get_vae, vae_metrics
+from ..utils import check_positive, seed_everything
 
 __all__ = [
     "ADDITION_COLUMNS",
@@ -50,6 +52,11 @@ __all__ = [
     "closest_in_mse",
     "pair_comparison",
     "pair_numbers",
+    "portfolio_search",
+    "inside_attacks",
+    "PaperLayers",
+    "paper_layers",
+    "paper_layer_claims",
 ]
 
 #: The columns of :func:`attack_additions` (those of
@@ -74,15 +81,14 @@ def check_parameters(prob: float, margins: Sequence[float], eps_grid: Sequence[f
     return tuple(sorted(float(m) for m in margins))
 
 
-def check_profile(bjorck_margin: float | None, bjorck_iters: int, matched_latent_dims: Sequence[int],
+def check_profile(bjorck_margin: float | None, matched_latent_dims: Sequence[int],
                   margins: Sequence[float]) -> tuple[int, ...]:
     """Check the parameters of the ``paper-layers`` profile before any work; return the latent sizes
     as a tuple of ints. ``bjorck_margin`` must be ``None`` or one of ``margins`` (the design rebuilt
-    with Björck layers), ``bjorck_iters`` a positive integer, every latent size a positive integer."""
+    with Björck layers), every latent size a positive integer."""
     if bjorck_margin is not None and (
             not isinstance(bjorck_margin, (int, float)) or float(bjorck_margin) not in margins):
         raise ValueError(f"bjorck_margin must be None or one of margins {tuple(margins)}, got {bjorck_margin!r}.")
-    check_positive("bjorck_iters", bjorck_iters)
     if isinstance(matched_latent_dims, (str, int)):
         raise ValueError(f"matched_latent_dims must be a tuple of latent sizes, got {matched_latent_dims!r}.")
     return tuple(check_positive("matched_latent_dims", d) for d in matched_latent_dims)
@@ -435,9 +441,9 @@ def _median_interval(values: torch.Tensor, seed: int) -> str:
 
 
 def paper_table(models: Mapping[str, Any], emp: Mapping[str, torch.Tensor], lip_names: Sequence[str],
-                requested: Mapping[str, float], dataset: str, n_train: int, likelihood: str,
-                seed: int = 0) -> pd.DataFrame:
-    """Return Barrett et al.'s setting and headline numbers (:data:`PUBLISHED`) beside this chapter's.
+                requested: Mapping[str, float], config: Any, seed: int = 0) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Return Barrett et al.'s setting and headline numbers (:data:`PUBLISHED`) beside this chapter's,
+    and the numbers to record (``n_train``, the training images of ``config``, a Lipschitz VAE's).
 
     This book's column: the layers and likelihood the chapter's models use, the training set,
     and the median empirical margin of every Lipschitz VAE (its requested ``R*`` and the product
@@ -448,10 +454,11 @@ def paper_table(models: Mapping[str, Any], emp: Mapping[str, torch.Tensor], lip_
         k = models[n].lipschitz_constants()
         return k["a"] * k["b"]
 
+    n_train = len(config.training_data()[0])
     ours = {
         "layers": "spectrally normalised dense layers, GroupSort (Björck: the paper-layers profile)",
-        "decoder likelihood": likelihood,
-        "training images": f"{dataset}, {n_train:,}",
+        "decoder likelihood": config.likelihood,
+        "training images": f"{config.dataset}, {n_train:,}",
         "certificate (Markov, p = 1/2)": "the same quadratic (certify.certified_margin)",
         "empirical margin, Lipschitz VAE": "; ".join(
             f"R*={requested[n]:g} (ab={ab(n):.1f}): {_median_interval(emp[n], seed)}" for n in lip_names
@@ -460,7 +467,7 @@ def paper_table(models: Mapping[str, Any], emp: Mapping[str, torch.Tensor], lip_
     }
     table = pd.DataFrame({"Barrett et al. 2022": PUBLISHED, "this book [95%]": ours})
     table.index.name = "MNIST"
-    return table
+    return table, {"n_train": n_train}
 
 
 @torch.no_grad()
@@ -531,3 +538,137 @@ def pair_numbers(table: pd.DataFrame, gaps: Mapping[tuple[str, str], Mapping[str
             f"pl{j}_cert": cert[a].min().item() if a in cert else float("nan"),
         })
     return out
+
+
+def portfolio_search(x: torch.Tensor, r: float, eps_grid: Sequence[float], budgets: Mapping[str, str],
+                     lbfgs_grid: Sequence[float], generator: torch.Generator, *, prob: float, n_mc: int,
+                     steps: int, lbfgs_starts: int, lbfgs_iter: int):
+    """The chapter's attack portfolio as a function of the model: ``search(vae)`` returns
+    :func:`robustvae.certify.portfolio_attack_margins`'s ``(portfolio, found)`` for the projected
+    maximum-damage attack on every radius of ``eps_grid`` and L-BFGS-B on ``lbfgs_grid``, drawing
+    from ``generator`` (one search per model, in the order they are called)."""
+    def search(vae):
+        return certify.portfolio_attack_margins(
+            vae, x, r, eps_grid,
+            {"max-damage": None,
+             "L-BFGS-B": rr.lbfgs_damage_attack(lbfgs_starts, lbfgs_iter, generator=generator)},
+            prob=prob, n_samples=n_mc, steps=steps, generator=generator, budgets=budgets,
+            grids={"L-BFGS-B": lbfgs_grid},
+        )
+    return search
+
+
+@dataclass
+class PaperLayers:
+    """What :func:`paper_layers` computed: the :func:`pair_comparison` ``table`` and ``gaps``, the
+    numbers to record, every model's certified margins (``cert``), and the Björck model's name and
+    the design it rebuilds (``None`` when not run)."""
+    table: pd.DataFrame
+    gaps: dict
+    numbers: dict
+    cert: dict
+    bjorck: str | None
+    base: str | None
+
+
+def paper_layers(models: Mapping[str, Any], configs: Mapping[float, Any], lip_names: Sequence[str], search,
+                 x_test: torch.Tensor, x_att: torch.Tensor, r: float, prob: float,
+                 emp: Mapping[str, torch.Tensor], cert: Mapping[str, torch.Tensor],
+                 bjorck_margin: float | None, matched_latent_dims: Sequence[int], vae_kwargs: Mapping[str, Any],
+                 device, seed: int = 0) -> PaperLayers | None:
+    """The ``paper-layers`` profile of chapter 7, or ``None`` (with a message) when it is off.
+
+    With ``bjorck_margin`` set, the design ``configs[bjorck_margin]`` is retrained with Björck layers
+    (:class:`robustvae.bjorck.BjorckVAEConfig`, same constants) and compared with it; with latent
+    sizes in ``matched_latent_dims``, standard VAEs (:func:`robustvae.training.get_vae` with
+    ``vae_kwargs``) are trained and each Lipschitz VAE of ``lip_names`` is compared with the one,
+    ``models["standard"]`` included, closest in pixel MSE (:func:`closest_in_mse`). Every extra model
+    is attacked with ``search`` (:func:`portfolio_search`, the chapter's portfolio) on ``x_att``;
+    ELBO and MSE per image come from ``x_test`` (seeded with ``seed`` first).
+    """
+    from .. import bjorck, lipschitz
+
+    if bjorck_margin is None and not matched_latent_dims:
+        print("not run in the book (bjorck_margin = None, matched_latent_dims = ()): "
+              "see the paper-layers rerun profile in the appendix")
+        return None
+    seed_everything(seed)
+    metrics = {n: per_image_metrics(vae, x_test) for n, vae in models.items()}
+    extra, pairs, name, base = {}, [], None, None
+    if bjorck_margin is not None:
+        base = f"R*={bjorck_margin:g}"
+        name = f"Björck {base}"
+        extra[name], _ = lipschitz.get_lipschitz_vae(bjorck.BjorckVAEConfig.of(configs[bjorck_margin]), device=device)
+        pairs.append((name, base))
+    standards = {"standard": models["standard"]}
+    for d in matched_latent_dims:
+        standards[f"standard d={d}"], _ = get_vae(latent_dim=d, device=device, **vae_kwargs)
+    metrics.update({n: per_image_metrics(vae, x_test) for n, vae in {**extra, **standards}.items()
+                    if n not in metrics})
+    std_mse = {n: metrics[n]["mse"].mean().item() for n in standards}
+    for n in lip_names if matched_latent_dims else ():
+        pairs.append((n, closest_in_mse(std_mse, metrics[n]["mse"].mean().item())))
+    extra.update({b: standards[b] for _, b in pairs if b not in models})
+    emp_all, cert_all = dict(emp), dict(cert)
+    for n, vae in extra.items():  # the chapter's attack portfolio, same budgets
+        emp_all[n] = search(vae)[0].margin.double()
+    if name is not None:
+        cert_all[name] = certify.certified_margins(extra[name], x_att, r, prob).cpu()
+    table, gaps = pair_comparison(pairs, metrics, emp_all, seed)
+    return PaperLayers(table, gaps, pair_numbers(table, gaps, cert_all, std_mse), cert_all, name, base)
+
+
+def paper_layer_claims(claims, result: PaperLayers | None, bjorck_margin: float | None, lip_names: Sequence[str]) -> None:
+    """Check the ``paper-layers`` profile's claims on ``claims`` (nothing when it did not run): the
+    Björck model meets its certified margin (a check); Björck layers reach a higher test ELBO than
+    spectral normalisation at equal constants, and every Lipschitz VAE breaks at a larger median radius
+    than its MSE-matched standard VAE (findings, each on a paired 95% interval)."""
+    if result is None:
+        return
+    if result.bjorck is not None:
+        g, c = result.gaps[(result.bjorck, result.base)], result.cert[result.bjorck].min().item()
+        claims.check("the Björck-layer VAE meets its requested certified margin", c >= bjorck_margin,
+                     f"{c:.4f} >= {bjorck_margin:g}", kind="check", tuned=True)
+        claims.check(
+            "at equal Lipschitz constants, Björck layers reach a higher test ELBO than spectral "
+            "normalisation (paired 95% interval of the mean difference above 0)",
+            g["elbo"][1] > 0, f"difference {g['elbo'][0]:.1f} [{g['elbo'][1]:.1f}, {g['elbo'][2]:.1f}] nats",
+            kind="finding", tuned=True,
+        )
+    matched = [(a, b) for a, b in result.gaps if a in lip_names]
+    if matched:
+        claims.check(
+            "at matched reconstruction error every Lipschitz VAE still breaks at a larger median "
+            "radius than its standard VAE (paired 95% interval of the median difference above 0)",
+            all(result.gaps[p]["margin"][1] > 0 for p in matched),
+            "; ".join(f"{a} vs {b}: [{result.gaps[(a, b)]['margin'][1]:.2f}, {result.gaps[(a, b)]['margin'][2]:.2f}]"
+                      for a, b in matched),
+            kind="finding", tuned=True,
+        )
+
+
+def inside_attacks(models: Mapping[str, Any], lip_names: Sequence[str], cert: Mapping[str, torch.Tensor],
+                   x: torch.Tensor, x_target: torch.Tensor, r: float, prob: float, n_mc: int, steps: int,
+                   lbfgs_starts: int, lbfgs_iter: int, generator: torch.Generator) -> tuple[pd.DataFrame, dict]:
+    """Attack every Lipschitz VAE of ``lip_names`` at its smallest certified radius: ``(table, inside)``.
+
+    Three attacks per model, in this order, drawing from ``generator``: the projected maximum-damage
+    attack (:func:`robustvae.attacks.max_damage`, ``steps``), L-BFGS-B
+    (:func:`robustvae.rrobust.lbfgs_damage_attack`) and the latent attack towards ``x_target``
+    (:func:`robustvae.attacks.latent_attack`). Each row is :func:`inside_row` (``P(change > r)`` from
+    ``n_mc`` pairs, the Markov bound from the exact moment, the damage); ``inside[(model, attack)]``
+    holds its per-input values. The table's index is ``(model, attack)``.
+    """
+    rows, inside = [], {}
+    for n in lip_names:
+        vae, eps_in = models[n], cert[n].min().item()
+        for attack in ("max-damage", "L-BFGS-B", "latent"):
+            if attack == "max-damage":
+                x_adv = attacks.max_damage(vae, x, eps_in, norm="l2", steps=steps, generator=generator)
+            elif attack == "L-BFGS-B":
+                x_adv = rr.lbfgs_damage_attack(lbfgs_starts, lbfgs_iter, generator=generator)(vae, x, eps_in)
+            else:
+                x_adv = attacks.latent_attack(vae, x, x_target, eps_in, norm="l2", steps=steps)
+            inside[n, attack], row = inside_row(vae, x, x_adv, eps_in, r, prob, n_mc, generator)
+            rows.append({"model": n, "attack": attack, **row})
+    return pd.DataFrame(rows).set_index(["model", "attack"]), inside
