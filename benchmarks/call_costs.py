@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         top = ", ".join(f"{k} {v['s']:.0f} s ({v['n']}x)" for k, v in list(r["calls"].items())[:3])
         print(f"{ch:24s} wall {r['wall_s']:6.0f}  training {r['training_s']:6.0f}  computed {r['computed_s']:6.0f}"
               f"  other {r['other_s']:6.0f}  | {top}")
-    if warm:
-        print(f"call_costs.py: {', '.join(warm)} loaded cached results (a warm run?): their costs are incomplete.")
+    if loading:
+        print(f"call_costs.py: {', '.join(loading)} loaded cached results (a warm run?): their costs are incomplete.")
     return 0
 
 
