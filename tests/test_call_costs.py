@@ -65,3 +65,16 @@ def test_a_call_inside_a_cached_call_is_logged_as_nested(cc, caplog):
         outer(torch.ones(2))
     found = cc.COMPUTED.findall("\n".join(r.getMessage() for r in caplog.records))
     assert [(n.rsplit(".", 1)[-1], bool(nested)) for n, _, _, nested in found] == [("inner", True), ("outer", False)]
+
+
+def test_main_writes_the_table_and_names_chapters_that_loaded_results(cc, tmp_path, capsys):
+    """The command line end to end (a leftover name once crashed it after every cold run of time_book.py)."""
+    book = tmp_path / "book"
+    book.mkdir()
+    _notebook(book, ["robustvae.cache: trained vae in 30.0 s (vae-0123456789abcdef.pt)\n"
+                     "robustvae.memo: loaded attacks.pgd (computed in 3.0 s) from a.pkl\n"])
+    out = tmp_path / "costs.json"
+    assert cc.main(["--book", str(book), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["chapters"]["04_x"]["training_s"] == 30.0 and res["chapters_loading_results"] == ["04_x"]
+    assert "04_x loaded cached results" in capsys.readouterr().out
