@@ -101,17 +101,11 @@ def main(argv: list[str] | None = None) -> int:
 
     head = git_commit() or "unknown"
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from seed_findings import current_rerun  # the same check as the seed table's
+    from seed_findings import profile_header, profile_job  # the same check as the seed table's
 
-    d, m = current_rerun(ROOT / "runs", args.run, f"python -m robustvae.runs rerun 02 --name {args.run} "
-                         "--profile background", head)
-    job = next((j for j in m["jobs"] if j["chapter"] == CHAPTER), None)
-    if job is None or job["status"] != "ok":
-        raise SystemExit(f"{args.run}: chapter {CHAPTER} did not run to its end "
-                         f"({job['error'] if job else 'not in the rerun'}).")
+    d, m, job = profile_job(ROOT / "runs", args.run, CHAPTER, "background", head)
     table = collect(ROOT / "book", d)
-    args.out.write_text(f"# commit {head}; rerun on commit {m['commit']}, chapter wall {job['wall_s']:.0f} s; "
-                        f"--profile background\n" + table.to_csv(index=False))
+    args.out.write_text(profile_header(head, m, job, "background") + table.to_csv(index=False))
     print(table.to_string(index=False))
     print(f"written {args.out.relative_to(ROOT)}")
     return 0

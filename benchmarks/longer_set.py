@@ -57,18 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     head = git_commit() or "unknown"
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from more_inputs import collect
-    from seed_findings import current_rerun  # the same check as the seed table's
+    from seed_findings import profile_header, profile_job  # the same check as the seed table's
 
-    d, m = current_rerun(ROOT / "runs", args.run, f"python -m robustvae.runs rerun 08 --name {args.run} "
-                         "--profile longer-set", head)
-    job = next((j for j in m["jobs"] if j["chapter"] == CHAPTER), None)
-    if job is None or job["status"] != "ok":
-        raise SystemExit(f"{args.run}: chapter {CHAPTER} did not run to its end "
-                         f"({job['error'] if job else 'not in the rerun'}).")
+    d, m, job = profile_job(ROOT / "runs", args.run, CHAPTER, "longer-set", head)
     params = ", ".join(f"{k}={v}" for k, v in job.get("parameters", {}).items() if k != "strict_claims")
     table = collect(ROOT / "book", d, (CHAPTER,), KEY_NUMBERS, LABEL)
-    args.out.write_text(f"# commit {head}; rerun on commit {m['commit']}, chapter wall {job['wall_s']:.0f} s; "
-                        f"--profile longer-set ({params})\n" + table.to_csv(index=False))
+    args.out.write_text(profile_header(head, m, job, "longer-set", f" ({params})") + table.to_csv(index=False))
     print(table.to_string(index=False))
     print(f"written {args.out.relative_to(ROOT)}")
     return 0

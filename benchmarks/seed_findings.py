@@ -135,6 +135,27 @@ def current_rerun(runs: Path, name: str, command: str, head: str) -> tuple[Path,
     return d, m
 
 
+def profile_job(runs: Path, name: str, chapter: str, profile: str, head: str) -> tuple[Path, dict, dict]:
+    """``(directory, manifest, job)`` of the rerun ``runs/name`` of one ``chapter`` with ``profile``:
+    :func:`current_rerun`, and refused (``SystemExit``) unless the chapter ran to its end. Used by the
+    scripts that read one profile's rerun (``background_lr.py``, ``decoder_ic.py``, ``paper_layers.py``,
+    ``longer_set.py``)."""
+    d, m = current_rerun(runs, name, f"python -m robustvae.runs rerun {chapter[:2]} --name {name} "
+                         f"--profile {profile}", head)
+    job = next((j for j in m["jobs"] if j["chapter"] == chapter), None)
+    if job is None or job["status"] != "ok":
+        raise SystemExit(f"{name}: chapter {chapter} did not run to its end "
+                         f"({job['error'] if job else 'not in the rerun'}).")
+    return d, m, job
+
+
+def profile_header(head: str, manifest: dict, job: dict, profile: str, detail: str = "") -> str:
+    """The first line of a profile's results table: the commit it was made on, the rerun's commit and
+    wall time, and the profile (``detail`` appended to it)."""
+    return (f"# commit {head}; rerun on commit {manifest['commit']}, chapter wall {job['wall_s']:.0f} s; "
+            f"--profile {profile}{detail}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", required=True, help="rerun names under runs/, e.g. seed-1 seed-2")
