@@ -455,6 +455,20 @@ def _csv_commit(path: Path) -> str:
     return first.split("commit ")[-1].split(";")[0] if first.startswith("#") else "?"
 
 
+def _rerun_header(path: Path) -> dict[str, str]:
+    """The first line of a profile's table (``seed_findings.profile_header``), parsed: ``commit`` (the
+    table's), ``ran`` (the rerun's commit), ``wall`` (its chapter wall time) and ``detail`` (what follows
+    the profile's name, in parentheses); ``?`` for what the line lacks."""
+    first = path.read_text().splitlines()[0]
+    # "# commit HEAD; rerun on commit RAN, chapter wall W s; --profile NAME (DETAIL)"
+    return {
+        "commit": first.split("commit ", 1)[1].split(";")[0] if first.startswith("# commit ") else "?",
+        "ran": first.split("rerun on commit ", 1)[1].split(",")[0] if "rerun on commit " in first else "?",
+        "wall": first.split("chapter wall ", 1)[1].split(";")[0] if "chapter wall " in first else "?",
+        "detail": first.split(" (", 1)[1].rstrip(")") if "--profile" in first and " (" in first else "?",
+    }
+
+
 def _seeds_section() -> list[str]:
     """Do the findings hold across seeds? (``seeds_findings.csv`` from ``seed_findings.py``)."""
     path = RESULTS / "seeds_findings.csv"
@@ -549,9 +563,8 @@ def _paper_layers_section() -> list[str]:
     path = RESULTS / "paper_layers.csv"
     if not path.exists():
         return []
-    first = path.read_text().splitlines()[0]
-    commit = first.split("commit ", 1)[1].split(";")[0] if first.startswith("# commit ") else "?"
-    ran = first.split("rerun on commit ", 1)[1].split(",")[0] if "rerun on commit " in first else "?"
+    header = _rerun_header(path)
+    commit, ran = header["commit"], header["ran"]
     df = pd.read_csv(path, comment="#", dtype=str).fillna("")
 
     def num(v: str, digits: int) -> str:
@@ -608,11 +621,8 @@ def _longer_set_section() -> list[str]:
     path = RESULTS / "longer_set.csv"
     if not path.exists():
         return []
-    first = path.read_text().splitlines()[0]
-    commit = first.split("commit ", 1)[1].split(";")[0] if first.startswith("# commit ") else "?"
-    ran = first.split("rerun on commit ", 1)[1].split(",")[0] if "rerun on commit " in first else "?"
-    wall = first.split("chapter wall ", 1)[1].split(";")[0] if "chapter wall " in first else "?"
-    params = first.split("--profile longer-set (", 1)[1].rstrip(")") if "--profile longer-set (" in first else "?"
+    header = _rerun_header(path)
+    commit, ran, wall, params = header["commit"], header["ran"], header["wall"], header["detail"]
     df = pd.read_csv(path, comment="#", dtype=str).fillna("").rename(columns={"longer set": "longer"})
 
     def cell(v: str) -> str:
@@ -650,10 +660,8 @@ def _background_section() -> list[str]:
     path = RESULTS / "background_lr.csv"
     if not path.exists():
         return []
-    first = path.read_text().splitlines()[0]
-    # "# commit HEAD; rerun on commit RAN, chapter wall ...": the table's commit, then the rerun's
-    commit = first.split("commit ", 1)[1].split(";")[0] if first.startswith("# commit ") else "?"
-    ran = first.split("rerun on commit ", 1)[1].split(",")[0] if "rerun on commit " in first else "?"
+    header = _rerun_header(path)
+    commit, ran = header["commit"], header["ran"]
     df = pd.read_csv(path, comment="#", dtype=str).fillna("")
     by = {r.row: r for r in df.itertuples()}
 
@@ -712,9 +720,8 @@ def _decoder_section() -> list[str]:
     path = RESULTS / "decoder_ic.csv"
     if not path.exists():
         return []
-    first = path.read_text().splitlines()[0]
-    commit = first.split("commit ", 1)[1].split(";")[0] if first.startswith("# commit ") else "?"
-    ran = first.split("rerun on commit ", 1)[1].split(",")[0] if "rerun on commit " in first else "?"
+    header = _rerun_header(path)
+    commit, ran = header["commit"], header["ran"]
     df = pd.read_csv(path, comment="#", dtype=str).fillna("")
     by = {r.row: r for r in df.itertuples()}
 
