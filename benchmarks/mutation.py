@@ -51,6 +51,8 @@ TESTS = {
     "consistency": ["tests/test_consistency.py"],
     "purify": ["tests/test_purify.py"],
     "stats": ["tests/test_stats.py"],
+    "bjorck": ["tests/test_bjorck.py"],
+    "discrete": ["tests/test_discrete.py"],
 }
 #: The functions that implement the book's equations, mutated by default (``--functions all``: everything,
 #: including argument checks, plotting helpers and cached training, which costs hours per module on 2 cores).
@@ -74,6 +76,8 @@ SCOPE = {
     "purify": ["Reconstruct", "LatentSearch", "UnrolledLatentSearch", "BPDA", "TangentBPDA", "Defended", "correct"],
     "stats": ["mcnemar_exact", "wilson_interval", "bootstrap_draws", "_float_array", "bootstrap_ci",
               "median_difference"],
+    "bjorck": ["bjorck_orthonormalize", "BjorckOrthonormal", "BjorckVAE", "BjorckVAEConfig"],
+    "discrete": ["to_levels", "discretized_logistic_log_prob", "nats_to_bits", "DiscretizedLogisticVAE"],
 }
 #: Tests left out of the runner because they exercise none of SCOPE and take most of the time.
 KEYWORD = {

@@ -111,3 +111,22 @@ def test_trained_bjorck_vae_is_certified_cached_and_reloads_identically(tiny_dat
     again, _ = get_lipschitz_vae(cfg, device="cpu")
     with torch.no_grad():
         assert torch.equal(vae.encode(x)[0], again.encode(x)[0])
+
+
+# --- tests written against surviving mutants (benchmarks/mutation.py bjorck; tests/MUTANTS.md) ---
+
+def test_the_documented_defaults_are_lnets_15_steps_and_zero_steps_is_the_scaled_matrix():
+    """15 Björck steps by default everywhere (LNets' training value, and what the profile's cached
+    model was trained with); 0 steps is allowed and is only the Frobenius scaling."""
+    w = _matrix(6, 9)
+    assert torch.equal(bjorck_orthonormalize(w), bjorck_orthonormalize(w, 15))
+    assert not torch.equal(bjorck_orthonormalize(w, 15), bjorck_orthonormalize(w, 16))
+    assert torch.equal(BjorckOrthonormal()(w), bjorck_orthonormalize(w, 15))
+    assert torch.allclose(BjorckOrthonormal(0)(w), w / w.norm())
+    cfg = LipschitzVAEConfig(latent_dim=4, hidden=16, std_hidden=8)
+    assert BjorckVAEConfig().bjorck_iters == 15 and BjorckVAEConfig.of(cfg).bjorck_iters == 15
+    assert BjorckVAEConfig.kind == "bjorck-vae"   # names its cache files
+    vae = BjorckVAE(4, 16, 2.0, 1.0, 0.2, 0.5, std_hidden=8)
+    layer = next(m for m in vae.modules() if isinstance(m, LipschitzLinear))
+    assert vae.bjorck_iters == 15 and layer.linear.parametrizations.weight[0].iters == 15
+    assert BjorckVAE(4, 16, 2.0, 1.0, 0.2, 0.5, std_hidden=8, bjorck_iters=3).bjorck_iters == 3

@@ -201,3 +201,24 @@ def test_a_decoder_sure_of_every_pixel_codes_the_image_in_well_under_a_bit_per_p
     x = torch.randint(0, 256, (1, 1, 28, 28)).double() / 255
     sure = discrete.discretized_logistic_log_prob(x, x, torch.full_like(x, discrete.LOG_SCALE_MIN)).sum()
     assert 0 <= discrete.nats_to_bits(-sure).item() / 784 < 0.01
+
+
+# --- tests written against surviving mutants (benchmarks/mutation.py discrete; tests/MUTANTS.md) ---
+
+def test_the_vae_reads_location_and_log_scale_from_the_two_decoder_channels():
+    """A decoder output with known channels gives the scipy probability of each pixel's level: channel 0
+    holds the location's logit, channel 1 the log-scale (floored at LOG_SCALE_MIN)."""
+    vae = DiscretizedLogisticVAE(latent_dim=2, hidden=8)
+    out = torch.zeros(1, 2, 1, 2, dtype=torch.float64)
+    out[0, 0] = torch.tensor([[0.0, 1.0]], dtype=torch.float64)            # mu = 0.5, sigmoid(1)
+    out[0, 1] = torch.tensor([[math.log(0.05), -50.0]], dtype=torch.float64)  # s = 0.05, floored
+    x = torch.tensor([[[[128 / 255, 187 / 255]]]], dtype=torch.float64)   # 187: one level above mu
+    mu, log_s = vae.split(out)
+    assert mu.shape == log_s.shape == (1, 1, 1, 2)
+    assert log_s[0, 0, 0, 1].item() == pytest.approx(discrete.LOG_SCALE_MIN)
+    expected = 0.0
+    for k, m, s in ((128, 0.5, 0.05), (187, expit(1.0), math.exp(discrete.LOG_SCALE_MIN))):
+        p = logistic.cdf((k + 0.5) / 255, m, s) - logistic.cdf((k - 0.5) / 255, m, s)
+        expected += math.log(p)
+    got = vae.log_px_given_z(x, out).item()
+    assert got == pytest.approx(expected, rel=1e-6)
