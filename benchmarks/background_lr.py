@@ -28,6 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_findings import profile_claims  # noqa: E402  (the same rows in every profile table)
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "background_lr.csv"
 CHAPTER = "02_ood"
@@ -78,12 +81,7 @@ def collect(book: Path, run: Path) -> pd.DataFrame:
     rows = [{"row": key, "what": what, "value": glued.get(key), "lo": glued.get(lo) if lo else None,
              "hi": glued.get(hi) if hi else None, "published": published.get(key)}
             for key, lo, hi, what in NUMBERS]
-    book_claims = {text for *_, text in _glued(book / f"{CHAPTER}.ipynb").get("claims_detail", [])}
-    for num, kind, claimed, holds, text in glued.get("claims_detail", []):
-        if text in book_claims:
-            continue  # the chapter's own claims: the book's run checks them
-        verdict = ("holds" if holds else "fails") + ("" if claimed else " (not claimed)")
-        rows.append({"row": f"claim {num} ({kind})", "what": text, "value": verdict})
+    rows += profile_claims(_glued(book / f"{CHAPTER}.ipynb").get("claims_detail", []), glued.get("claims_detail", []))
     trained_s, cell_s = _costs(nb)
     rows.append({"row": "train_s", "what": "background VAE training (s; empty if the rerun loaded it)",
                  "value": trained_s})

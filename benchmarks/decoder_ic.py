@@ -31,6 +31,9 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_findings import profile_claims  # noqa: E402  (the same rows in every profile table)
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "decoder_ic.csv"
 CHAPTER = "02_ood"
@@ -93,12 +96,7 @@ def collect(book: Path, run: Path) -> pd.DataFrame:
     for st, name in CODE_SETS.items():
         rows.append({"row": f"png_bpp_{st}", "what": f"mean PNG length per pixel (bits), {name}",
                      "value": glued.get(f"png_bpp_{st}")})
-    book_claims = {text for *_, text in _glued(book / f"{CHAPTER}.ipynb").get("claims_detail", [])}
-    for num, kind, claimed, holds, text in glued.get("claims_detail", []):
-        if text in book_claims:
-            continue  # the chapter's own claims: the book's run checks them
-        verdict = ("holds" if holds else "fails") + ("" if claimed else " (not claimed)")
-        rows.append({"row": f"claim {num} ({kind})", "what": text, "value": verdict})
+    rows += profile_claims(_glued(book / f"{CHAPTER}.ipynb").get("claims_detail", []), glued.get("claims_detail", []))
     trained, cell_s = _costs(nb)
     for d in ("cb", "dl"):
         rows.append({"row": f"train_s_{d}", "what": f"{DECODERS[d]} VAE training (s; empty if the rerun loaded it)",

@@ -655,6 +655,7 @@ def _longer_set_section() -> list[str]:
         "",
     ]
 
+
 def _background_section() -> list[str]:
     """Chapter 2's likelihood ratio against a background model (``background_lr.csv`` from ``background_lr.py``)."""
     path = RESULTS / "background_lr.csv"

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_findings import profile_claims  # noqa: E402  (the same rows in every profile table)
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "paper_layers.csv"
 CHAPTER = "07_certified"
@@ -70,12 +73,7 @@ def collect(book: Path, run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                          columns=FIELDS)
     rows = [{"row": "standards", "what": "reconstruction error (pixel MSE) of each standard VAE",
              "value": glued.get("pl_standards")}]
-    book_claims = {text for *_, text in _glued(book / f"{CHAPTER}.ipynb").get("claims_detail", [])}
-    for num, kind, claimed, holds, text in glued.get("claims_detail", []):
-        if text in book_claims:
-            continue  # the chapter's own claims: the book's run checks them
-        verdict = ("holds" if holds else "fails") + ("" if claimed else " (not claimed)")
-        rows.append({"row": f"claim {num} ({kind})", "what": text, "value": verdict})
+    rows += profile_claims(_glued(book / f"{CHAPTER}.ipynb").get("claims_detail", []), glued.get("claims_detail", []))
     trained, cell_s = _costs(nb)
     for kind, seconds in trained:
         rows.append({"row": f"train_s {kind}", "what": f"training of a {kind} (s)", "value": seconds})

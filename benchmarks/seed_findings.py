@@ -149,6 +149,17 @@ def profile_job(runs: Path, name: str, chapter: str, profile: str, head: str) ->
     return d, m, job
 
 
+def profile_claims(book_claims: list, rerun_claims: list) -> list[dict]:
+    """The rows of the claims a profile adds: each of the rerun's ``claims_detail`` entries whose text
+    the book's run did not check (the chapter's own claims are the book's), as ``row`` ("claim N
+    (kind)"), ``what`` (its text) and ``value`` ("holds" or "fails", "(not claimed)" appended when the
+    chapter reported it without claiming it)."""
+    checked = {text for *_, text in book_claims}
+    return [{"row": f"claim {num} ({kind})", "what": text,
+             "value": ("holds" if holds else "fails") + ("" if claimed else " (not claimed)")}
+            for num, kind, claimed, holds, text in rerun_claims if text not in checked]
+
+
 def profile_header(head: str, manifest: dict, job: dict, profile: str, detail: str = "") -> str:
     """The first line of a profile's results table: the commit it was made on, the rerun's commit and
     wall time, and the profile (``detail`` appended to it)."""
