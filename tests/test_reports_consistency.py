@@ -42,7 +42,7 @@ def _hot(classes, value=1.0):
 
 
 PARAMS = dict(
-    clf_epochs=1, vae_epochs=1, latent_dim=2, n_samples=3, n_attack=10, n_lbfgs=4, pgd_steps=2,
+    clf_epochs=1, vae_epochs=1, small_epochs=1, latent_dim=2, n_samples=3, n_attack=10, n_lbfgs=4, pgd_steps=2,
     lbfgs_search=1, lbfgs_iter=1, n_vae_attack=5, vae_attack_steps=1, n_adaptive=10, adaptive_steps=1,
     adaptive_restarts=1, adaptive_eot=1, n_boot=10, beta=1.0, beta_small=0.0, likelihood="bernoulli",
     adaptive_lam=0.0, kl_lam=1.0, kl_tol=1.0, fgsm_eps=(0.1,), latent_eps=(1.0,), damage_eps=(1.0,),

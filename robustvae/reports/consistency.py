@@ -72,7 +72,7 @@ CONSISTENCY_COLUMNS = {
     "agreement": "mean agreement",
 }
 
-_POSITIVE_INTS = ("clf_epochs", "vae_epochs", "latent_dim", "n_samples", "n_attack", "n_lbfgs",
+_POSITIVE_INTS = ("clf_epochs", "vae_epochs", "small_epochs", "latent_dim", "n_samples", "n_attack", "n_lbfgs",
                   "pgd_steps", "lbfgs_search", "lbfgs_iter", "n_vae_attack", "vae_attack_steps",
                   "n_adaptive", "adaptive_steps", "adaptive_restarts", "adaptive_eot", "n_boot")
 _RADII = ("fgsm_eps", "latent_eps", "damage_eps", "adaptive_eps")
