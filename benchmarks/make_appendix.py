@@ -410,6 +410,32 @@ def _savings_section() -> list[str]:
     ]
 
 
+def _layout_section() -> list[str]:
+    """Channels-last feature maps against NCHW, side by side (``cpu2_layout.json``, ``bench_layout.py``)."""
+    res = _load_json("cpu2_layout.json", required=False)
+    if not res:
+        return []
+    rows = [[name, f"{v['old_s']:.3f}", f"{v['new_s']:.3f}", f"{v['ratio']:.2f}x"]
+            for name, v in res["workloads"].items()]
+    agree = res["agreement"]
+    return [
+        "### Channels-last feature maps",
+        "",
+        "The classifier and the VAE's encoder and decoder store their convolution weights channels",
+        "last and feed them channels-last feature maps (`robustvae.models.CHANNELS_LAST`): the same",
+        "arithmetic in the order oneDNN's kernels are fastest at. `benchmarks/bench_layout.py` times",
+        "the old layout (NCHW) and the new alternately in one process under the book's pinned",
+        f"numerics (median of {res['repeats']} repeats; seconds):",
+        "",
+        _table(["work", "NCHW", "channels last", "ratio"], rows),
+        "",
+        f"The two layouts compute the same functions: the largest difference of the classifier's",
+        f"logits was {agree['classifier logits']:.1e} and of the decoder's {agree['decoder logits']:.1e}",
+        "(rounding; `tests/test_layout.py` checks both layouts against functional NCHW forms).",
+        "",
+    ]
+
+
 def _numerics_section() -> list[str]:
     """The pinned numerics and what they were measured to do (``cpu2_numerics.json``)."""
     res = _load_json("cpu2_numerics.json", required=False)
@@ -862,6 +888,7 @@ def render() -> str:
         *_pinned_times_section(),
         *_profile_section(),
         *_savings_section(),
+        *_layout_section(),
         "## Throughput of the hot loops",
         "",
         "`benchmarks/bench_throughput.py`, fresh models on mnist-5k batches. Each ratio against",

@@ -42,7 +42,7 @@ def _hot(classes, value=1.0):
 
 
 PARAMS = dict(
-    clf_epochs=1, vae_epochs=1, small_epochs=1, latent_dim=2, n_samples=3, n_attack=10, n_lbfgs=4, pgd_steps=2,
+    clf_epochs=1, vae_epochs=1, latent_dim=2, n_samples=3, n_attack=10, n_lbfgs=4, pgd_steps=2,
     lbfgs_search=1, lbfgs_iter=1, n_vae_attack=5, vae_attack_steps=1, n_adaptive=10, adaptive_steps=1,
     adaptive_restarts=1, adaptive_eot=1, n_boot=10, beta=1.0, beta_small=0.0, likelihood="bernoulli",
     adaptive_lam=0.0, kl_lam=1.0, kl_tol=1.0, fgsm_eps=(0.1,), latent_eps=(1.0,), damage_eps=(1.0,),
@@ -298,6 +298,7 @@ def test_latent_attack_table_and_numbers_by_hand():
     assert t.index.name == "L2 radius"
     assert t.loc[1.0].tolist() == [0.0, 1.0, 0.0, 1.0]
     assert t.loc[2.0].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert t.attrs["n"] == 2
     assert rep.latent_attack_numbers(t) == {"pgd_full_eps": 2.0, "latent_at_pgd": 1.0, "source_at_pgd": 0.0}
     never = t.assign(**{t.columns[2]: [0.0, 0.5]})
     assert rep.latent_attack_numbers(never)["pgd_full_eps"] == 2.0        # the largest radius
@@ -315,6 +316,26 @@ def test_damage_table_and_numbers_by_hand():
     assert (nums["damage_flip"], nums["damage_input_flip"]) == (0.5, 0.5)
 
 
+def _latent(rows, index, n=20):
+    """A latent_attack_table-like frame over ``n`` attacked images."""
+    t = pd.DataFrame(np.array(rows), index=index)
+    t.attrs["n"] = n
+    return t
+
+
+def test_latent_claim_is_judged_on_the_interval_not_the_point():
+    idx = pd.Index([1.0, 2.0], name="L2 radius")
+    # 6 of 20 fooled (0.30): Wilson 95% from 0.145, above 0.1; 4 of 20 (0.20): from 0.081
+    holds = _claims(latent=_latent([[0.3, 0.9, 0.5, 1.0], [0.95, 0.2, 1.0, 0.1]], idx))[14]
+    fails = _claims(latent=_latent([[0.2, 0.9, 0.5, 1.0], [0.95, 0.2, 1.0, 0.1]], idx))[14]
+    assert holds.holds and holds.numbers == "radii [1.0] (20 images)"
+    assert not fails.holds
+    # the same share on 5 images is not enough evidence (1 of 5: Wilson from 0.036)
+    assert not _claims(latent=_latent([[0.2, 0.9, 0.5, 1.0], [0.95, 0.2, 1.0, 0.1]], idx, n=5))[14].holds
+    with pytest.raises(ValueError, match="attrs"):
+        _claims(latent=pd.DataFrame(np.array([[0.3, 0.9, 0.5, 1.0]]), index=pd.Index([1.0])))
+
+
 def _claim_inputs(**change):
     """Inputs on which every one of chapter 3's claims holds, with ``change`` replacing some."""
     idx = lambda *radii: pd.Index(radii, name="L2 radius")  # noqa: E731
@@ -329,8 +350,7 @@ def _claim_inputs(**change):
         adaptive=rep.Adaptive(pd.DataFrame(), num, {"1 - agreement": np.array([0.2, 0.4]),
                                                     "low KL": np.array([0.1, 0.4])}, 0.3),
         latent_auroc=pd.DataFrame({"KL to prior (nats)": [0.2, 0.4]}, index=["FGSM 0.1", "L-BFGS"]),
-        latent=pd.DataFrame(np.array([[0.1, 1.0, 0.5, 1.0], [0.5, 0.9, 1.0, 0.8], [0.95, 0.2, 1.0, 0.1]]),
-                            index=idx(1.0, 2.0, 4.0)),
+        latent=_latent([[0.1, 1.0, 0.5, 1.0], [0.5, 0.9, 1.0, 0.8], [0.95, 0.2, 1.0, 0.1]], idx(1.0, 2.0, 4.0)),
         damage=pd.DataFrame(np.array([[2.0, 0.5, 0.2, 0.0], [4.0, 1.0, 0.6, 0.05]]), index=idx(1.0, 2.0)),
         attack=pd.DataFrame({"classifier accuracy": [0.5, 0.0]}, index=["FGSM 0.1", "PGD 0.3"]),
         pgd_eps=0.3,
@@ -358,7 +378,7 @@ def test_check_claims_all_hold_in_order_with_their_kinds():
     assert c[5].numbers == "0.980 -> 0.700, drop in [0.200, 0.400]"
     assert c[8].numbers == "PGD at L2 2.0, latent at L2 4.0 (90% success)"
     assert c[10].text == "PGD at eps 0.3 leaves accuracy below 0.05"
-    assert c[14].numbers == "radii [2.0]"
+    assert c[14].numbers == "radii [2.0] (20 images)"
     assert len(_claims(cross=None)) == 15
 
 
@@ -366,7 +386,7 @@ def test_check_claims_all_hold_in_order_with_their_kinds():
     (dict(consistency=_consistency([0.9, 0.95, 0.4, 0.95, 0.6, 0.5], [1.1, 2.0, 1.5, 1.05, 1.8, 1.4],
                                    [NAN, 0.95, 0.7, NAN, 0.9, 0.4], [NAN, 0.9, 0.99, NAN, 0.9, 0.95])),
      [1, 3, 4]),
-    (dict(latent=pd.DataFrame(np.array([[0.9, 0.5, 0.95, 1.0]]), index=pd.Index([1.0]))), [9, 15]),
+    (dict(latent=_latent([[0.9, 0.5, 0.95, 1.0]], pd.Index([1.0]))), [9, 15]),
     (dict(damage=pd.DataFrame(np.array([[0.4, 0.5, 0.6, 0.2]]), index=pd.Index([1.0]))), [10, 16]),
     (dict(clean=pd.DataFrame({"single label (test set)": [0.92, 0.87]}, index=["A", "B"])), [12, 13]),
     (dict(near=pd.DataFrame({"true class": [0.5]}, index=["L-BFGS"]),

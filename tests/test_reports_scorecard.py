@@ -77,7 +77,7 @@ PAIRS = {"top": (TOP, VAE), "lip_tc": (LIP_A, TC), LIP_A: (LIP_A, VAE), LIP_B: (
 
 
 def good_parameters(**change):
-    p = dict(clf_epochs=1, vae_epochs=1, small_epochs=1, latent_dim=2, extra_epochs=1, lip_epochs=1, n_eval=10, n_ood=10,
+    p = dict(clf_epochs=1, vae_epochs=1, latent_dim=2, extra_epochs=1, lip_epochs=1, n_eval=10, n_ood=10,
              iwae_k=2, n_detect=10, detect_steps=1, n_samples=2, n_purify=5, purify_steps=1, n_margin=10,
              n_radii=3, margin_steps=1, lbfgs_starts=1, lbfgs_iter=1, lbfgs_stride=1, n_mc=2, n_boot=10,
              refine_steps=0, beta_small=0.5, tc_beta=8.0, decoder_lipschitz=4.0, lip_lr=1e-3, r=4.0,

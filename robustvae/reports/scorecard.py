@@ -36,7 +36,7 @@ __all__ = [
     "check_claims",
 ]
 
-_COUNTS = ("clf_epochs", "vae_epochs", "small_epochs", "latent_dim", "extra_epochs", "lip_epochs", "n_eval", "n_ood",
+_COUNTS = ("clf_epochs", "vae_epochs", "latent_dim", "extra_epochs", "lip_epochs", "n_eval", "n_ood",
            "iwae_k", "n_detect", "detect_steps", "n_samples", "n_purify", "purify_steps", "n_margin",
            "n_radii", "margin_steps", "lbfgs_starts", "lbfgs_iter", "lbfgs_stride", "n_mc", "n_boot")
 _POSITIVE = ("beta_small", "tc_beta", "decoder_lipschitz", "lip_lr", "r", "detect_eps", "purify_eps",

@@ -38,7 +38,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # (on another dataset, a GPU, ...). Its numbers mean nothing.
     "smoke": {
         # models (chapters 1-7)
-        "clf_epochs": 1, "vae_epochs": 2, "small_epochs": 1, "extra_epochs": 1, "dvae_epochs": 1, "lip_epochs": 2,
+        "clf_epochs": 1, "vae_epochs": 2, "extra_epochs": 1, "dvae_epochs": 1, "lip_epochs": 2,
         "fashion_n_train": 1000, "fashion_vae_epochs": 1, "fashion_clf_epochs": 1,
         # 01 models
         "iwae_ks": (1, 4),
