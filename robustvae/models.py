@@ -31,9 +31,10 @@ LOG_2PI = math.log(2 * math.pi)
 #: The memory layout of the book's convolutions on feature maps: channels last (NHWC). The same
 #: arithmetic as the default NCHW layout, in the order oneDNN's CPU kernels are fastest at; it
 #: matters most for max-pooling, whose NCHW kernel took 60% of the classifier's forward pass.
-#: Measured on the 2-core CPU, one thread (``benchmarks/bench_layout.py``): the classifier's
-#: forward pass 2.8x faster and its input gradient (every attack's step) 1.6x, the VAE decoder's
-#: forward 1.5x. Logits agree with the NCHW layout to rounding (1e-7).
+#: Measured side by side on the 2-core CPU under the book's pinned numerics (one thread, AVX2;
+#: ``benchmarks/bench_layout.py``): the classifier's forward pass 2.2x faster, its input gradient
+#: (every attack's step) 1.3x and its training step 1.5x; the VAE decoder's forward pass 1.3x,
+#: the VAE's training step and input gradient 1.1x. Logits agree with NCHW to rounding (1e-7).
 CHANNELS_LAST = torch.channels_last
 
 
