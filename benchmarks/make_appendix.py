@@ -584,7 +584,7 @@ def _seeds_section() -> list[str]:
 
 
 def _more_inputs_section() -> list[str]:
-    """Do the margin findings hold on more inputs? (``more_inputs_findings.csv`` from ``more_inputs.py``)."""
+    """Do the findings hold on more inputs? (``more_inputs_findings.csv`` from ``more_inputs.py``)."""
     path = RESULTS / "more_inputs_findings.csv"
     if not path.exists():
         return []
@@ -605,14 +605,16 @@ def _more_inputs_section() -> list[str]:
     number_rows = [[f"`{r.chapter[:2]}`", cell(r.what), cell(r.book), cell(r.more)]
                    for r in numbers.itertuples()]
     return [
-        "## Do the margin findings hold on more inputs?",
+        "## Do the findings hold on more inputs?",
         "",
-        "Chapters 6 and 7 search their empirical margins on a few dozen test digits, to stay inside the",
-        "book's time budget. The `more-inputs` profile reruns both on more digits, with the book's models",
+        "Chapters 6 and 7 search their empirical margins on a few dozen test digits, and chapter 9 scores",
+        "margins, detection and purification on 20 to 100, to stay inside the book's time budget. The",
+        "`more-inputs` rerun repeats all three on more digits, with the book's models",
         f"(`benchmarks/more_inputs.py`, commit `{commit}`; the rows \"test digits\" below give how many):",
         "",
         "```bash",
-        ".venv/bin/python -m robustvae.runs rerun 06 07 --name more-inputs --profile more-inputs",
+        ".venv/bin/python -m robustvae.runs rerun 06 07 09 --name more-inputs --profile more-inputs \\",
+        "    -p n_margin=100 -p n_detect=200 -p n_purify=200",
         ".venv/bin/python benchmarks/more_inputs.py",
         "```",
         "",

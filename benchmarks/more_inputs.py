@@ -1,13 +1,13 @@
-"""Do the margin findings hold on more inputs? The book's chapters 6 and 7 beside a rerun on more.
+"""Do the findings hold on more inputs? The book's chapters 6, 7 and 9 beside a rerun on more.
 
-    # the rerun (the book's models from the cache; 20 to 30 minutes a chapter on one core,
-    # the two at once on two cores):
-    .venv/bin/python -m robustvae.runs rerun 06 07 --name more-inputs --profile more-inputs
+    # the rerun (the book's models from the cache; 10 to 30 minutes a chapter on one core):
+    .venv/bin/python -m robustvae.runs rerun 06 07 09 --name more-inputs --profile more-inputs \
+        -p n_margin=100 -p n_detect=200 -p n_purify=200
     # the table:
     .venv/bin/python benchmarks/more_inputs.py
 
-Chapter 6 studies its margins on 20 test digits and chapter 7 on 50, to stay inside the book's
-time budget. This script reads each claim's verdict (``claims_detail``) and the key numbers behind
+Chapter 6 studies its margins on 20 test digits and chapter 7 on 50; chapter 9 its margins on 20,
+its detection on 100 and its purification on 50, to stay inside the book's time budget. This script reads each claim's verdict (``claims_detail``) and the key numbers behind
 the margin findings (glued values) from the book's stored notebooks and from the rerun's
 (``runs/more-inputs/``), and writes ``results/more_inputs_findings.csv``: one row per claim or
 number, the book's value beside the rerun's. A rerun made on other code (a commit whose
@@ -24,7 +24,10 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "more_inputs_findings.csv"
-CHAPTERS = ("06_rrobustness", "07_certified")
+CHAPTERS = ("06_rrobustness", "07_certified", "09_scorecard")
+#: The rerun's command (the appendix and the refusal message show it).
+COMMAND = ("python -m robustvae.runs rerun 06 07 09 --name more-inputs --profile more-inputs "
+           "-p n_margin=100 -p n_detect=200 -p n_purify=200")
 
 #: Glued numbers shown beside the verdicts: (chapter, key, what it is).
 KEY_NUMBERS = [
@@ -44,6 +47,18 @@ KEY_NUMBERS = [
     ("07_certified", "dmg_std", "mean damage at the compared budget, standard VAE"),
     ("07_certified", "dmg_0", "mean damage, sharpest Lipschitz VAE"),
     ("07_certified", "ratio_0", "empirical / certified margin, sharpest Lipschitz VAE"),
+    ("09_scorecard", "n_margin", "test digits (margins)"),
+    ("09_scorecard", "n_fooled", "attacked digits fooled (detection)"),
+    ("09_scorecard", "margin_vae", "median empirical margin, VAE"),
+    ("09_scorecard", "margin_top", "median empirical margin, beta-VAE (largest beta)"),
+    ("09_scorecard", "diff_top_lo", "difference of the two, 95% lower bound"),
+    ("09_scorecard", "diff_lip_lo_min", "Lipschitz VAEs minus VAE: smallest 95% lower bound"),
+    ("09_scorecard", "diff_lip_tc_lo", "Lipschitz VAE (R*=0.25) minus beta-TCVAE, 95% lower bound"),
+    ("09_scorecard", "det_vae", "detection AUROC of consistency, VAE"),
+    ("09_scorecard", "undef_acc", "accuracy under attack without a purifier"),
+    ("09_scorecard", "pur_max", "best accuracy under attack with a purifier"),
+    ("09_scorecard", "rho_trade", "Spearman across models, MSE vs margin"),
+    ("09_scorecard", "rho_witness", "Spearman across models, margin vs detection AUROC"),
 ]
 
 
@@ -87,11 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from seed_findings import current_rerun  # the same check as the seed table's
 
-    d, _ = current_rerun(ROOT / "runs", args.run, f"python -m robustvae.runs rerun 06 07 --name {args.run} "
-                         "--profile more-inputs", head)
+    d, _ = current_rerun(ROOT / "runs", args.run, COMMAND.replace("more-inputs --profile", f"{args.run} --profile"), head)
     table = collect(ROOT / "book", d)
     args.out.write_text(f"# commit {head}; book: the chapters' default sizes; more inputs: "
-                        f"--profile more-inputs\n" + table.to_csv(index=False))
+                        f"{COMMAND.split('--profile ', 1)[1]}\n" + table.to_csv(index=False))
     print(table.to_string(index=False))
     print(f"written {args.out.relative_to(ROOT)}")
     return 0

@@ -320,3 +320,39 @@ def test_decoder_claims_judge_the_discretized_vae_on_intervals(like_hi, noise_lo
     assert [c.kind for c in claims.claims] == ["finding", "finding", "finding", "check"]
     assert [i for i, c in enumerate(claims.claims) if not c.holds] == fails
     assert claims.claims[1].numbers == report.auroc_interval(dl[report.IC]["uniform noise"])
+
+
+def _finding_scores(latent_shift: float, n: int = 200, seed: int = 0):
+    """Direction-1 scores on ``n`` in- and ``n`` out-of-distribution images: the likelihood separates
+    the two sets well (a shift of 3 standard deviations); each latent signal is the likelihood plus
+    independent noise, shifted by ``latent_shift`` standard deviations."""
+    g = torch.Generator().manual_seed(seed)
+    like_in, like_out = torch.randn(n, generator=g), torch.randn(n, generator=g) + 3.0
+    scores1 = {report.LIKE: {"in-distribution": like_in, "Fashion-MNIST": like_out}}
+    for name in report.LATENT:
+        scores1[name] = {"in-distribution": torch.randn(n, generator=g),
+                         "Fashion-MNIST": torch.randn(n, generator=g) + latent_shift}
+    scores2 = {report.IC: {"in-distribution": torch.randn(n, generator=g),
+                           "uniform noise": torch.randn(n, generator=g) - 2.0}}
+    # Fashion-MNIST-like grey images (pixels near 0.5, a high ceiling) in; MNIST-like near-binary ones out
+    sets2 = {"in-distribution": 0.5 + (torch.rand(n, 1, 4, 4, generator=g) - 0.5) * 0.2,
+             "MNIST": torch.rand(n, 1, 4, 4, generator=g) * 0.1}
+    return scores1, scores2, sets2
+
+
+def test_finding_intervals_separate_a_real_gap_from_none():
+    """The paired interval of the likelihood's AUROC minus each latent signal's lies above 0 when every
+    latent signal is weaker, and not when one latent signal is as strong as the likelihood; the other
+    intervals contain their point AUROCs and fall on the right side of 0.5."""
+    scores1, scores2, sets2 = _finding_scores(latent_shift=0.5)
+    ci = report.finding_intervals(scores1, scores2, sets2, "Fashion-MNIST", report.LIKE, n_boot=200)
+    assert ci["latent1_gap_lo"] > 0.2
+    assert ci["best1_lo"] > 0.95 and ci["best1_lo"] <= ci["best1_hi"] <= 1.0
+    assert ci["ic_noise_hi"] < 0.2, "uniform noise scored lower than the in-distribution images: AUROC near 0"
+    assert ci["ceiling_hi"] < 0.05, "the ceiling's height ranks the near-binary set as in-distribution"
+    strong = {**scores1, report.LATENT[2]: {k: v.clone() for k, v in scores1[report.LIKE].items()}}
+    tied = report.finding_intervals(strong, scores2, sets2, "Fashion-MNIST", report.LIKE, n_boot=200)
+    assert tied["latent1_gap_lo"] <= 0, "a latent signal equal to the likelihood does not lose to it"
+    near = report.finding_intervals(_finding_scores(latent_shift=2.9)[0], scores2, sets2, "Fashion-MNIST",
+                                    report.LIKE, n_boot=200)
+    assert near["latent1_gap_lo"] < 0.05
