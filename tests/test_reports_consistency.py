@@ -1,5 +1,6 @@
 """Chapter 3's tables, numbers and claims (robustvae.reports.consistency) on tiny inputs worked out by hand."""
 
+import functools
 import math
 
 import numpy as np
@@ -126,10 +127,16 @@ def test_clean_consistency_counts_single_labels(monkeypatch):
     assert table.loc["sharp", "single label (correctly classified)"] == pytest.approx(2 / 3)
     assert table.loc["sharp", "mean distinct labels"] == pytest.approx(1.5)
     assert table.loc["sharp", "test ELBO (nats)"] == 10.0
+    assert table.attrs["single"] == {"sharp": [True, True, False, False]}
     two = pd.concat([table, table.rename(index={"sharp": "other"}) * 2])
+    two.attrs["single"] = {"sharp": [True, True, False, False], "other": [True, True, True, True]}
     nums = rep.clean_numbers(two, 0.5)
     assert nums["clean_single_ch1"] == pytest.approx(0.5) and nums["clean_single_small"] == pytest.approx(1.0)
     assert nums["beta_small"] == 0.5 and nums["elbo_small"] == 20.0
+    # "other" gives a single label to the two grey digits as well: 2 gained, 0 lost, p = 1/4
+    assert (nums["beta_gained"], nums["beta_lost"], nums["beta_p"]) == (2, 0, 0.25)
+    with pytest.raises(ValueError, match="attrs"):
+        rep.beta_test(two.rename(index={"other": "x"}))
 
 
 def _labels():
@@ -159,6 +166,49 @@ def test_consistency_table_by_hand():
     assert t.loc[("A", "FGSM 0.1"), "AUROC 1-agreement"] == pytest.approx(1.0)
     assert math.isnan(t.loc[("A", "clean"), "AUROC distinct"])
     assert rep.CONSISTENCY_COLUMNS["single_label"] in t.rename(columns=rep.CONSISTENCY_COLUMNS).columns
+
+
+def test_consistency_tests_by_hand():
+    keep = rep.successful({"FGSM 0.1": torch.tensor([True, True, False])}, 3)
+    pred_clean, pred_adv = torch.tensor([1, 2, 0]), {"FGSM 0.1": torch.tensor([3, 0, 5])}
+    t = rep.consistency_tests(_labels(), pred_clean, pred_adv, keep, n_boot=50)
+    a = t.loc[("A", "FGSM 0.1")]
+    # the two fooled images had one label each when clean, 3 and 2 attacked: 2 lost, none gained
+    assert a["images"] == 2 and (a["single clean"], a["single attacked"]) == (1.0, 0.0)
+    assert (a["lost"], a["gained"], a["p single"]) == (2, 0, 0.25)
+    assert a["distinct increase"] == pytest.approx(1.5)                  # (3 - 1 + 2 - 1) / 2
+    assert a["AUROC distinct"] == pytest.approx(5.5 / 6)                 # as consistency_table's
+    assert a["agreement minus distinct"] == pytest.approx(1 - 5.5 / 6)
+    for col in ("distinct increase", "AUROC distinct", "agreement minus distinct"):
+        assert a[f"{col}_lo"] <= a[col] <= a[f"{col}_hi"]
+    assert t.loc[("B", "FGSM 0.1"), "p single"] == 1.0                    # attacked = clean: no discordant image
+    shown = rep.tests_table(t)
+    assert shown.loc[("A", "FGSM 0.1"), "lost / gained"] == "2 / 0"
+    assert shown.loc[("A", "FGSM 0.1"), "McNemar p"] == "0.250"
+    assert shown.loc[("A", "FGSM 0.1"), "single label, clean -> attacked"] == "1.00 -> 0.00"
+    nums = rep.tests_numbers(t)
+    assert (nums["single_p_max"], nums["single_p_max_vae"], nums["single_p_max_kind"]) == (1.0, "B", "FGSM 0.1")
+    assert nums["single_p_same_other"] == 0.25 and math.isnan(nums["single_p_rest_max"])  # no other attack
+    assert nums["agree_gap_kind"] == "FGSM 0.1"
+
+
+def _toy_labels(n, lose):
+    """VAEs A and B, ``n`` images: one label for every clean image; each attack (FGSM 0.1, L-BFGS)
+    gives three labels to the first ``lose`` images and keeps one for the rest."""
+    one = torch.ones(n, 3, dtype=torch.long)
+    adv = one.clone()
+    adv[:lose] = torch.tensor([1, 2, 3])
+    return {v: {"clean": one, "FGSM 0.1": adv, "L-BFGS": adv} for v in "AB"}
+
+
+@functools.lru_cache(maxsize=None)
+def _toy_tests(n, lose, clean_label=1):
+    """:func:`consistency_tests` of :func:`_toy_labels`, every attack successful; the classifier
+    labels clean images ``clean_label`` and attacked ones 2."""
+    labels = _toy_labels(n, lose)
+    keep = rep.successful({k: torch.ones(n, dtype=torch.bool) for k in ("FGSM 0.1", "L-BFGS")}, n)
+    pred_adv = {k: torch.full((n,), 2) for k in ("FGSM 0.1", "L-BFGS")}
+    return rep.consistency_tests(labels, torch.full((n,), clean_label), pred_adv, keep, n_boot=200)
 
 
 def _consistency(single, distinct, auroc_d, auroc_a):
@@ -226,6 +276,34 @@ def test_latent_auroc_table_direction():
     assert row["mean encoder variance"] == 0.5 and row["reconstruction MSE"] == 1.0
 
 
+def _kl_stats(n, shift, seed=0):
+    """Latent statistics of ``n`` clean images and of their attacked versions, whose KL is lower by
+    ``shift`` nats on average (plus noise); the first image's attack failed (it has no attacked
+    statistics)."""
+    rng = np.random.default_rng(seed)
+    kl = rng.normal(5.0, 1.0, n)
+    adv = kl - shift + rng.normal(0.0, 1.0, n)
+    other = {s: np.zeros(n) for s in ("mu_norm", "enc_var", "rec_mse")}
+    stats = {"clean": {"kl": kl, **other}, "PGD 0.3": {"kl": adv[1:], **{s: v[1:] for s, v in other.items()}}}
+    success = {"PGD 0.3": torch.tensor([False] + [True] * (n - 1))}
+    return stats, success
+
+
+@pytest.mark.parametrize("n, below", [(6, False), (200, True)])
+def test_kl_claim_needs_an_interval_below_one_half(n, below):
+    stats, success = _kl_stats(n, shift=0.5)
+    t = rep.latent_auroc_table(stats, success, n_boot=200, seed=0)
+    lo, hi = t.attrs["kl_interval"]["PGD 0.3"]
+    assert lo <= t.loc["PGD 0.3", "KL to prior (nats)"] <= hi
+    assert t.loc["PGD 0.3", "KL to prior (nats)"] < 0.5                    # the point is below 0.5 either way
+    assert rep.kl_numbers(t) == {"kl_auroc_hi_max": hi, "kl_auroc_hi_kind": "PGD 0.3"}
+    claim = _claims(latent_auroc=t, kinds=["PGD 0.3"], tests=_toy_tests(200, 40).rename(
+        index={"L-BFGS": "PGD 0.3"}))[7]
+    assert claim.holds == below
+    with pytest.raises(ValueError, match="kl_interval"):
+        rep.kl_numbers(rep.latent_auroc_table(stats))
+
+
 def test_latent_means_and_nearest_centroids():
     vae = _IdentityVAE()
     x_test = _hot([0, 0, 1, 1])                                      # means (1, 0) and (0, 1)
@@ -244,7 +322,10 @@ def test_latent_means_and_nearest_centroids():
     # image 0 (true 0, now 3) is nearest class 0's centroid (1, 0): true class; image 1 (true 0,
     # now 1) is nearest class 1's (0, 1): adversarial class
     assert t.loc["L-BFGS"].tolist() == [0.5, 0.5, 0.0]
-    assert rep.nearest_numbers(t, "L-BFGS") == {"near_true_lbfgs": 0.5, "near_adv_pgd": 0.5}
+    assert t.attrs["n"] == {"L-BFGS": 2}
+    lo, hi = rv.stats.wilson_interval(1, 2)
+    assert rep.nearest_numbers(t, "L-BFGS") == {"near_true_lbfgs": 0.5, "near_true_lbfgs_lo": lo,
+                                                "near_true_lbfgs_hi": hi, "near_adv_pgd": 0.5}
 
 
 def _scores(agree, kl, label):
@@ -299,9 +380,21 @@ def test_latent_attack_table_and_numbers_by_hand():
     assert t.loc[1.0].tolist() == [0.0, 1.0, 0.0, 1.0]
     assert t.loc[2.0].tolist() == [1.0, 0.0, 1.0, 0.0]
     assert t.attrs["n"] == 2
-    assert rep.latent_attack_numbers(t) == {"pgd_full_eps": 2.0, "latent_at_pgd": 1.0, "source_at_pgd": 0.0}
+    assert t.attrs["hits"] == {1.0: {"latent": [False, False], "pgd": [False, False]},
+                               2.0: {"latent": [True, True], "pgd": [True, True]}}
+    assert rep.latent_attack_numbers(t) == {"pgd_full_eps": 2.0, "pgd_at_full": 1.0, "latent_at_pgd": 1.0,
+                                            "source_at_pgd": 0.0, "latent_pgd_p": 1.0}
     never = t.assign(**{t.columns[2]: [0.0, 0.5]})
     assert rep.latent_attack_numbers(never)["pgd_full_eps"] == 2.0        # the largest radius
+    assert math.isnan(rep.latent_attack_numbers(never)["latent_pgd_p"]) and rep.latent_pgd_test(never) is None
+
+
+def test_first_radius_counts_float32_shares_that_reach_the_level():
+    share = torch.tensor([True] * 18 + [False] * 2).float().mean().item()    # 18 of 20 in float32
+    assert share < 0.9
+    t = pd.DataFrame({"a": [0.0, 0.0], "b": [0.0, 0.0], "pgd": [share, 1.0]}, index=[3.0, 4.0])
+    assert list(rep._first_radius(t, 2, 0.9)) == [3.0, 4.0]
+    assert list(rep._first_radius(t.assign(pgd=[0.85, 1.0]), 2, 0.9)) == [4.0]
 
 
 def test_damage_table_and_numbers_by_hand():
@@ -310,16 +403,50 @@ def test_damage_table_and_numbers_by_hand():
     noise = x + 0.1 * _hot([3, 3])
     t = rep.damage_table(clf, vae, x, y, {1.0: _hot([2, 0])}, {1.0: noise})
     assert t.loc[1.0].tolist() == pytest.approx([math.sqrt(2) / 2, 0.1, 0.5, 0.5])
+    assert t.attrs["n"] == 2 and t.attrs["changes"] == {1.0: {"reconstruction": [True, False],
+                                                             "input": [True, False]}}
     nums = rep.damage_numbers(t, vae, x, _hot([1, 1]), (1.0,))
     assert nums["d_other"] == pytest.approx(math.sqrt(2)) and nums["damage_eps_max"] == 1.0
     assert nums["damage_ratio"] == pytest.approx(math.sqrt(2) / 2 / 0.1)
     assert (nums["damage_flip"], nums["damage_input_flip"]) == (0.5, 0.5)
+    lo, hi = rv.stats.wilson_interval(1, 2)
+    assert nums["damage_flip_ci"] == rv.tables.interval(0.5, lo, hi) and nums["damage_p"] == 1.0
+
+
+def _firsts(share, n):
+    """``n`` booleans, the first ``round(share * n)`` true."""
+    k = round(share * n)
+    return [True] * k + [False] * (n - k)
 
 
 def _latent(rows, index, n=20):
-    """A latent_attack_table-like frame over ``n`` attacked images."""
+    """A latent_attack_table-like frame over ``n`` attacked images; each attack hits the first images."""
     t = pd.DataFrame(np.array(rows), index=index)
     t.attrs["n"] = n
+    t.attrs["hits"] = {eps: {"latent": _firsts(r[0], n), "pgd": _firsts(r[2], n)} for eps, r in zip(index, rows)}
+    return t
+
+
+def _damage(rows, index, n=20):
+    """A damage_table-like frame over ``n`` images; reconstructions and inputs change class on the first images."""
+    t = pd.DataFrame(np.array(rows), index=index)
+    t.attrs["n"] = n
+    t.attrs["changes"] = {eps: {"reconstruction": _firsts(r[2], n), "input": _firsts(r[3], n)}
+                          for eps, r in zip(index, rows)}
+    return t
+
+
+def _clean(shares, n=1000):
+    """A clean_consistency-like table for VAEs A and B; each gives a single label to the first test images."""
+    t = pd.DataFrame({"single label (test set)": shares}, index=["A", "B"])
+    t.attrs["single"] = {v: _firsts(s, n) for v, s in zip("AB", shares)}
+    return t
+
+
+def _near(share, n=50):
+    """A nearest_centroid_table-like frame: ``share`` of ``n`` L-BFGS encodings nearest their true class."""
+    t = pd.DataFrame({"true class": [share]}, index=["L-BFGS"])
+    t.attrs["n"] = {"L-BFGS": n}
     return t
 
 
@@ -342,21 +469,23 @@ def _claim_inputs(**change):
     num = {(0.3, "oblivious PGD"): {"AUROC consistency": (0.98, 0.9, 1.0), "AUROC low KL": (1.0, 1.0, 1.0)},
            (0.3, "consistency-aware"): {"AUROC consistency": (0.7, 0.5, 0.8)},
            (0.3, "KL-aware"): {"AUROC low KL": (0.7, 0.6, 0.8)}}
+    latent_auroc = pd.DataFrame({"KL to prior (nats)": [0.2, 0.4]}, index=["FGSM 0.1", "L-BFGS"])
+    latent_auroc.attrs["kl_interval"] = {"FGSM 0.1": (0.1, 0.3), "L-BFGS": (0.3, 0.48)}
     inputs = dict(
-        consistency=GOOD, kinds=["FGSM 0.1", "L-BFGS"], n_samples=10,
+        tests=_toy_tests(200, 40), kinds=["FGSM 0.1", "L-BFGS"], n_samples=10,
         cross=pd.DataFrame({"robust accuracy, robustvae": [0.5, 0.3], "robust accuracy, torchattacks": [0.5, 0.3],
                             "max |image difference|": [0.0, 0.0]}, index=["FGSM", "PGD (last iterate)"]),
         check_eps=0.1,
         adaptive=rep.Adaptive(pd.DataFrame(), num, {"1 - agreement": np.array([0.2, 0.4]),
                                                     "low KL": np.array([0.1, 0.4])}, 0.3),
-        latent_auroc=pd.DataFrame({"KL to prior (nats)": [0.2, 0.4]}, index=["FGSM 0.1", "L-BFGS"]),
+        latent_auroc=latent_auroc,
         latent=_latent([[0.1, 1.0, 0.5, 1.0], [0.5, 0.9, 1.0, 0.8], [0.95, 0.2, 1.0, 0.1]], idx(1.0, 2.0, 4.0)),
-        damage=pd.DataFrame(np.array([[2.0, 0.5, 0.2, 0.0], [4.0, 1.0, 0.6, 0.05]]), index=idx(1.0, 2.0)),
+        damage=_damage([[2.0, 0.5, 0.2, 0.0], [4.0, 1.0, 0.7, 0.05]], idx(1.0, 2.0)),
         attack=pd.DataFrame({"classifier accuracy": [0.5, 0.0]}, index=["FGSM 0.1", "PGD 0.3"]),
         pgd_eps=0.3,
-        clean=pd.DataFrame({"single label (test set)": [0.87, 0.92]}, index=["A", "B"]),
+        clean=_clean([0.87, 0.92]),
         beta_small=0.5,
-        near=pd.DataFrame({"true class": [0.8]}, index=["L-BFGS"]),
+        near=_near(0.8),
     )
     inputs.update(change)
     return inputs
@@ -372,27 +501,91 @@ def test_check_claims_all_hold_in_order_with_their_kinds():
     c = _claims()
     assert len(c) == 16 and all(x.holds for x in c)
     assert [x.kind for x in c].count("check") == 4
-    assert c[0].text == "every attack lowers the share of images whose 10 reconstructions get one label (both VAEs)"
-    assert c[0].numbers == "clean 0.900 / 0.950, attacked at most 0.500 / 0.600"
+    assert c[0].text == ("every attack but FGSM 0.1 lowers the share of images whose 10 reconstructions get one "
+                         "label, on the images it fooled against the same images clean (both VAEs; exact McNemar, "
+                         "p < 0.05 for each)")
+    p_left_out = f"{_toy_tests(200, 40).loc[('A', 'FGSM 0.1'), 'p single']:.2g}"
+    assert c[0].numbers.startswith("largest p ") and c[0].numbers.endswith(f"left out: FGSM 0.1, p {p_left_out} / "
+                                                                           f"{p_left_out}")
+    assert all("(" in x.text and ("p < 0.05" in x.text or "interval" in x.text)
+               for i, x in enumerate(c, 1) if i in (1, 2, 3, 4, 8, 9, 13, 14, 16))
     assert c[4].text.startswith("robustvae's FGSM and PGD (last iterate) reproduce torchattacks' images at eps 0.1")
     assert c[5].numbers == "0.980 -> 0.700, drop in [0.200, 0.400]"
-    assert c[8].numbers == "PGD at L2 2.0, latent at L2 4.0 (90% success)"
+    assert c[7].numbers == "highest: L-BFGS, AUROC 0.400 [0.300, 0.480]"
+    assert c[8].numbers == "L2 2: PGD 20 of 20, latent 10 of 20, p 0.00098"   # 10 lost, none gained: 2 ** -10
     assert c[10].text == "PGD at eps 0.3 leaves accuracy below 0.05"
+    assert c[12].numbers == "0.920 vs 0.870; 50 images gained, 0 lost, p 8.9e-16"
+    lo, hi = rv.stats.wilson_interval(40, 50)
+    assert c[13].numbers == f"0.80 [{lo:.2f}, {hi:.2f}] of 50"
     assert c[14].numbers == "radii [2.0] (20 images)"
+    assert c[15].numbers == "reconstruction 0.70 [0.48, 0.85], input 0.05 [0.01, 0.24] (20 images), p 0.00012"
+    # (14 reconstructions and 1 input, that one among the 14: 13 discordant, p = 2 ** -13)
     assert len(_claims(cross=None)) == 15
 
 
 @pytest.mark.parametrize("change, failing", [
-    (dict(consistency=_consistency([0.9, 0.95, 0.4, 0.95, 0.6, 0.5], [1.1, 2.0, 1.5, 1.05, 1.8, 1.4],
-                                   [NAN, 0.95, 0.7, NAN, 0.9, 0.4], [NAN, 0.9, 0.99, NAN, 0.9, 0.95])),
-     [1, 3, 4]),
+    (dict(tests=_toy_tests(5, 1)), [1, 2, 3]),
+    (dict(tests=_toy_tests(200, 40, clean_label=3)), [4]),
     (dict(latent=_latent([[0.9, 0.5, 0.95, 1.0]], pd.Index([1.0]))), [9, 15]),
-    (dict(damage=pd.DataFrame(np.array([[0.4, 0.5, 0.6, 0.2]]), index=pd.Index([1.0]))), [10, 16]),
-    (dict(clean=pd.DataFrame({"single label (test set)": [0.92, 0.87]}, index=["A", "B"])), [12, 13]),
-    (dict(near=pd.DataFrame({"true class": [0.5]}, index=["L-BFGS"]),
+    (dict(damage=_damage([[0.4, 0.5, 0.3, 0.2]], pd.Index([1.0]))), [10, 16]),
+    (dict(clean=_clean([0.92, 0.87])), [12, 13]),
+    (dict(near=_near(0.5),
           cross=pd.DataFrame({"robust accuracy, robustvae": [0.5], "robust accuracy, torchattacks": [0.45],
                               "max |image difference|": [0.0]}, index=["FGSM"])), [5, 14]),
 ])
 def test_check_claims_fail_where_the_numbers_say_so(change, failing):
     c = _claims(**change)
     assert [i for i, x in enumerate(c, 1) if not x.holds] == failing
+
+
+# Each finding is judged on a test or an interval: the same effect on few images fails, on many holds.
+@pytest.mark.parametrize("n, holds", [(5, False), (200, True)])
+def test_consistency_findings_need_enough_images(n, holds):
+    # a fifth of the images lose their single label and gain two more labels: McNemar 1 of 5 lost
+    # (p = 0.5) against 40 of 200; the increase and the AUROC's lower ends reach 0 and 0.5 on 5
+    t = _toy_tests(n, n // 5)
+    assert t.loc[("A", "L-BFGS"), "AUROC distinct"] == pytest.approx(0.6)      # the same point either way
+    assert [x.holds for x in _claims(tests=t)[:3]] == [holds] * 3
+
+
+def test_agreement_claim_fails_only_when_an_interval_lies_below_zero():
+    # clean images whose reconstructions all disagree with the classifier's own label score 1 - agreement = 1:
+    # the agreement score ranks them above every attacked image, far below distinct labels
+    worse = _toy_tests(200, 40, clean_label=3)
+    assert (worse["agreement minus distinct_hi"] < 0).all()
+    assert not _claims(tests=worse)[3].holds
+    same = _toy_tests(200, 40)
+    assert (same["agreement minus distinct_hi"] >= 0).all() and _claims(tests=same)[3].holds
+
+
+@pytest.mark.parametrize("n, holds", [(5, False), (20, True)])
+def test_latent_pgd_claim_is_a_paired_test(n, holds):
+    # PGD hits every image, the latent attack 40% of them: 3 of 5 discordant (p = 1/8) or 12 of 20 (p < 0.001)
+    t = _latent([[0.4, 1.0, 1.0, 0.5]], pd.Index([3.0], name="L2 radius"), n=n)
+    test = rep.latent_pgd_test(t)
+    assert test["eps"] == 3.0 and test["n"] == n and (test["p"] < 0.05) == holds
+    assert _claims(latent=t)[8].holds == holds
+
+
+@pytest.mark.parametrize("n, holds", [(10, False), (1000, True)])
+def test_beta_claim_is_a_paired_test(n, holds):
+    # the smaller beta single-labels 1 more of 10 images (p = 1/2), or 50 more of 1000 (p < 1e-14)
+    c = _claims(clean=_clean([0.8, 0.9], n=n) if n == 10 else _clean([0.87, 0.92], n=n))
+    assert c[12].holds == holds
+
+
+@pytest.mark.parametrize("n, holds", [(5, False), (50, True)])
+def test_nearest_claim_is_judged_on_the_wilson_interval(n, holds):
+    # 0.8 of 5 (Wilson from 0.38) against 0.8 of 50 (from 0.67)
+    assert _claims(near=_near(0.8, n=n))[13].holds == holds
+
+
+@pytest.mark.parametrize("n, holds", [(5, False), (20, True)])
+def test_damage_claim_is_a_paired_test(n, holds):
+    # 0.6 of the reconstructions change class, no input does: 3 of 5 (p = 1/8) or 12 of 20 (p < 0.001)
+    t = _damage([[2.0, 0.5, 0.6, 0.0]], pd.Index([1.0], name="L2 radius"), n=n)
+    test = rep.damage_test(t)
+    assert test["reconstruction"][0] == 0.6 and test["input"][0] == 0.0 and test["n"] == n
+    assert _claims(damage=t)[15].holds == holds
+    with pytest.raises(ValueError, match="changes"):
+        rep.damage_test(pd.DataFrame(np.array([[2.0, 0.5, 0.6, 0.0]]), index=pd.Index([1.0])))
