@@ -48,6 +48,21 @@ def test_seed_plot_top_lowest_and_pooled_bins():
     assert table.index[2] == "lowest bins pooled (>= 3 images)"
     lo, hi = table.loc["lowest bins pooled (>= 3 images)", ["95% CI low", "95% CI high"]]
     assert lo < 0.3 < hi and math.isnan(table.loc["lowest populated bin", "95% CI low"])
+    # the pooled bins' mean minus the top bin's, with each group's values resampled separately
+    assert num["low_top_diff"] == pytest.approx(0.27)
+    assert 0 < num["low_top_diff_lo"] <= 0.27 <= num["low_top_diff_hi"]
+
+
+def test_seed_plot_difference_interval_contains_0_without_a_trend():
+    """The claim "the top bin has a lower mean MSE than the pooled lowest bins" is judged on the
+    interval's lower end: with a point difference above 0 but few, scattered images it fails."""
+    rng = np.random.default_rng(0)
+    conf = np.r_[np.full(4, 0.3), np.full(40, 0.9)]
+    mse = np.r_[[0.01, 0.09, 0.02, 0.06], rng.uniform(0.0, 0.08, 40)]   # same spread in both groups
+    bins = cal.confidence_bins(conf, mse, n_bins=4)
+    _, num = rep.seed_plot(bins, frame(conf, np.ones(44), mse), min_low_count=3, n_boot=300)
+    assert num["low_pool_n"] == 4 and num["top_bin_n"] == 40
+    assert num["low_top_diff"] > 0 and num["low_top_diff_lo"] < 0 < num["low_top_diff_hi"]
 
 
 def test_signal_table_rank_correlations_and_aurocs():
@@ -227,3 +242,19 @@ def test_selection_scores_pool_and_aurcs():
     num = rep.aurc_numbers(aurcs)
     assert num["aurc_mse_pool"] == aurcs.loc["low recon. MSE", "pool"]
     assert num["aurc_conf_rot"] == aurcs.loc["confidence", "clean"] and len(num) == 7
+
+
+def test_aurc_difference_is_paired_and_contains_0_when_the_rankings_tie():
+    """The selective-prediction claim is judged on the paired interval of the AURC difference: it
+    lies above 0 where confidence ranks the errors clearly better, and contains 0 where the two
+    rankings differ by chance."""
+    rng = np.random.default_rng(1)
+    correct = (rng.random(300) < 0.7).astype(float)
+    good = correct + rng.normal(0, 0.3, 300)              # ranks most errors last
+    noise_a, noise_b = rng.normal(size=300), rng.normal(size=300)
+    parts = {"pool": ({"confidence": good, "low recon. MSE": noise_a, "other": noise_b}, correct)}
+    d = rep.aurc_difference(parts, "low recon. MSE", "confidence", n_boot=200)
+    assert d["aurc_diff"] == pytest.approx(cal.aurc(noise_a, correct) - cal.aurc(good, correct))
+    assert d["aurc_diff_lo"] > 0
+    d = rep.aurc_difference(parts, "low recon. MSE", "other", n_boot=200)
+    assert d["aurc_diff_lo"] < 0 < d["aurc_diff_hi"]

@@ -10,6 +10,7 @@ import torch
 from scipy import stats as scipy_stats
 
 from robustvae import rrobust as rr
+from robustvae import stats
 from robustvae.reports import rrobust as report
 
 INF = float("inf")
@@ -207,6 +208,11 @@ def test_summary_numbers_and_table():
     assert (f["med_vae"], f["med_top"], f["med_tc"]) == (1.0, 3.0, 1.5)
     assert f["diff_lo"] > 0 and f["diff_hi"] <= 3.0
     assert (f["n_total"], f["below_paper"], f["below_white"]) == (9, 1, 1)
+    # the share below the paper margin judged on its Wilson interval: 1 of 9 pairs, or by input
+    # (the models share three inputs; only the VAE's third falls below) 1 of 3
+    assert f["below_paper_hi"] == pytest.approx(stats.wilson_interval(1, 9)[1])
+    assert (f["below_paper_inputs"], f["n_pair_inputs"]) == (1, 3)
+    assert f["below_paper_inputs_hi"] == pytest.approx(stats.wilson_interval(1, 3)[1])
     assert f["ratio_paper_min"] == 0.5 and f["ratio_paper_med"] == 2.0  # ratios 0.5, 1.5 x3, 2 x3, 3, 4
     assert (f["latent_sig"], f["latent_below"], f["latent_ratio_min"], f["latent_ratio_med"]) == (1, 3, 2.0, 3.0)
     assert (f["mse_vae"], f["mse_top"], f["mse_tc"]) == (0.01, 0.03, 0.02)
@@ -261,3 +267,25 @@ def test_noise_scale_table_and_numbers():
     assert n["own_rho_mean"] == pytest.approx(0.0)          # +1 and -1 averaged
     assert n["own_rho_vae"] == pytest.approx(1.0) and n["own_rho_vae_lo"] <= 1.0 <= n["own_rho_vae_hi"]
     assert (n["own_clipped"], n["own_unrobust"]) == (1, 1)
+
+
+def test_share_below_the_paper_margin_is_judged_on_its_wilson_bound():
+    """"At most 10% of pairs fall below the paper margin" needs the Wilson upper end at most 0.1:
+    it fails with no pair below on too few pairs, and with 5% below on many."""
+    def numbers(emp, paper):
+        ramp = np.linspace(0.0, 0.01, len(emp))   # no ties: every rank correlation is defined
+        emp, paper = (np.asarray(emp) + ramp).tolist(), (np.asarray(paper) + ramp).tolist()
+        results = {"VAE": model(emp, paper), "top": model(emp, paper)}
+        price = pd.DataFrame({"pixel MSE": [0.01, 0.03]}, index=list(results))
+        latent = pd.DataFrame({"significant violations": [0, 0], "inputs below the bound": [0, 0],
+                               "median ratio": [2.0, 2.0]})
+        return report.summary_numbers(results, price, latent, pd.DataFrame({"random: not broken": [0, 0]}),
+                                      pd.Series([0.5, 0.5]), "top", max_radius=4.0, seed=0)
+
+    few = numbers([2.0] * 10, [1.0] * 10)                                # 0 of 20 pairs
+    assert few["below_paper"] == 0 and few["below_paper_hi"] > 0.1
+    many = numbers([2.0] * 100, [1.0] * 100)                             # 0 of 200 pairs
+    assert many["below_paper_hi"] <= 0.1 and many["below_paper_inputs_hi"] > many["below_paper_hi"]
+    some = numbers([0.5] * 5 + [2.0] * 95, [1.0] * 100)                  # 10 of 200 pairs (5%)
+    assert some["below_paper"] == 10 and some["below_paper_hi"] > 0.05
+    assert numbers([0.5] * 8 + [2.0] * 92, [1.0] * 100)["below_paper_hi"] > 0.1  # 8%: the bound reaches 0.13

@@ -1,13 +1,15 @@
 """Chapter 9's tables, numbers and claims (robustvae.reports.scorecard) on a hand-made scorecard.
 
 Six models with per-input numbers chosen so that every value, table cell and claim is known
-by hand; no model, no data set.
+by hand; no model, no data set. The purified pipelines are scored on ten images (each model's
+pattern of five hits, twice), all of which the undefended classifier (``UNDEFENDED``) keeps.
 """
 
 import numpy as np
 import pytest
 import torch
 
+from robustvae import consistency as cons
 from robustvae import scorecard as sc
 from robustvae.claims import Claims
 from robustvae.reports import scorecard as report
@@ -29,6 +31,11 @@ SPEC = {
     LIP_B: (-140.0, 0.040, 0.94, 0.55, 6.0, 1),
 }
 CERTIFIED = {LIP_A: 1.0, LIP_B: 2.0}
+# the per-image MSE around each model's mean, the same pattern for every model
+MSE_NOISE = np.array([-0.0005, 0.0, 0.0005, 0.0, -0.0002, 0.0002])
+UNDEFENDED = sc.Estimate(1.0, 1.0, 1.0, {"values": np.ones(10)})
+RHOS = {"rho_trade": 0.8, "rho_trade_lo": 0.5, "rho_trade_hi": 0.9,
+        "rho_witness": -0.9, "rho_witness_lo": -1.0, "rho_witness_hi": -0.6}
 
 
 def est(value, lo=None, hi=None, **per_input):
@@ -39,18 +46,18 @@ def make_rows(names=NAMES):
     rows = {}
     for n in names:
         elbo, mse, ood, det, margin, hits = SPEC[n]
-        wb = np.array([1.0] * hits + [0.0] * (5 - hits))
+        wb = np.tile([1.0] * hits + [0.0] * (5 - hits), 2)
         # the L-BFGS-B attack finds the margin on the first two inputs, max-damage on the rest
         md = np.array([margin + 1, margin + 1, margin, margin, margin])
         lb = np.array([margin, margin, margin + 2, margin + 2, np.inf])
         row = {
             "elbo": est(elbo, elbo - 2, elbo + 1),
-            "mse": est(mse, mse - 0.001, mse + 0.001),
+            "mse": est(mse, mse - 0.001, mse + 0.001, values=mse + MSE_NOISE),
             "ood_auroc": sc.Estimate(ood, ood - 0.01, min(ood + 0.01, 1.0),
                                      {"auroc_by_score": {"-ELBO": ood - 0.1, "IWAE": ood}}, "IWAE"),
             "detection_auroc": est(det, det - 0.05, det + 0.05,
                                    single_label_clean=np.array([True, True, False, True])),
-            "purified_acc": est(hits / 5, 0.0, 0.6, **{"white-box": wb, "BPDA": np.ones(5),
+            "purified_acc": est(hits / 5, 0.0, 0.6, **{"values": wb, "white-box": wb, "BPDA": np.ones(10),
                                                         "clean": np.array([1.0, 1, 1, 0])}),
             "spearman": est(-0.3, -0.4, -0.2),
             "margin": est(margin, margin - 0.5, margin + 0.5, values=np.full(5, margin),
@@ -168,16 +175,84 @@ def test_trade_offs_are_spearman_over_models_without_infinite_margins(card):
     assert rho["rho_witness"] == pytest.approx(-1.0)
 
 
+def test_trade_off_intervals_match_the_point_values_and_resample_the_inputs(rows, card):
+    values = card.xs("value", axis=1, level="stat")
+    rows = {n: dict(r) for n, r in rows.items()}
+    # detection scores whose AUROC (1 - k/12) falls as the margin rises: more clean scores tie the
+    # attacked ones
+    for k, n in enumerate([SMALL, VAE, TOP, TC, LIP_A, LIP_B]):
+        rows[n]["detection_auroc"] = est(0.5, clean=np.r_[np.zeros(6 - k), np.ones(k)], adversarial=np.ones(4))
+    rho = report.trade_off_intervals(rows, n_boot=50, seed=0)
+    assert rho["rho_trade"] == pytest.approx(report.trade_offs(values)["rho_trade"])
+    assert rho["rho_trade_lo"] <= rho["rho_trade"] <= rho["rho_trade_hi"]
+    # margins are constant per model and MSE noise is shared: every resample ranks the models alike
+    assert rho["rho_trade_lo"] == pytest.approx(rho["rho_trade"])
+    assert rho["rho_witness"] == pytest.approx(-1.0) and rho["rho_witness_hi"] < 0
+
+
+def test_trade_off_intervals_contain_0_when_the_ranking_is_noise():
+    """Eight models whose margins are draws of one distribution: the point correlation with the
+    MSE can be far from 0, but the interval over resampled inputs contains 0, so the claim fails."""
+    rng = np.random.default_rng(3)
+    rows = {f"m{k}": {"mse": est(0.0, values=0.01 * k + rng.normal(0, 0.001, 30)),
+                      "margin": est(0.0, values=rng.exponential(1.0, 9)),
+                      "detection_auroc": est(0.5, clean=rng.random(12), adversarial=rng.random(12))}
+            for k in range(8)}
+    rho = report.trade_off_intervals(rows, n_boot=200, seed=0)
+    assert rho["rho_trade_lo"] <= 0 <= rho["rho_trade_hi"]
+    assert rho["rho_witness_lo"] <= 0 <= rho["rho_witness_hi"]
+
+
+def test_the_fast_auroc_is_the_consistency_chapter_s():
+    rng = np.random.default_rng(0)
+    neg, pos = rng.integers(0, 5, 40) / 4, rng.integers(1, 6, 30) / 4   # many ties
+    assert report._auroc(neg, pos) == pytest.approx(cons.detection_auroc(neg, pos))
+
+
+def test_purification_tests_pair_the_images():
+    robust = np.array([1.0, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    rows = {"a": {"purified_acc": est(0.2, values=robust)}}
+    t = report.purification_tests(rows, UNDEFENDED)
+    assert t.loc["a", "purified acc."] == pytest.approx(0.2)
+    assert (t.loc["a", "lost"], t.loc["a", "gained"]) == (8, 0)
+    assert t.loc["a", "McNemar p"] == pytest.approx(0.5 ** 8)
+    # accuracies 1.0 against 0.6 on ten images: four discordant images are too few (p = 1/16)
+    rows = {"b": {"purified_acc": est(0.6, values=np.r_[np.ones(6), np.zeros(4)])}}
+    assert report.purification_tests(rows, UNDEFENDED).loc["b", "McNemar p"] == pytest.approx(1 / 16)
+    # the same accuracies, other images: what counts is the pairing, not the two rates
+    undef = sc.Estimate(0.6, 0.3, 0.9, {"values": np.r_[np.zeros(4), np.ones(6)]})
+    rows = {"c": {"purified_acc": est(0.6, values=np.r_[np.ones(6), np.zeros(4)])}}
+    assert tuple(report.purification_tests(rows, undef).loc["c", ["lost", "gained"]]) == (4, 4)
+    shown = report.purification_display(report.purification_tests(rows, undef))
+    assert list(shown.loc["c"]) == ["0.60", "4", "4", "0.64"]
+
+
+def test_margin_pairs_compare_every_other_model_with_both_smallest():
+    pairs = report.margin_pairs(NAMES, ROLES, LIPS)
+    assert {k: pairs[k] for k in PAIRS} == PAIRS
+    assert pairs[f"{TC} - {SMALL}"] == (TC, SMALL) and f"{SMALL} - {VAE}" not in pairs
+    assert len(pairs) == len(PAIRS) + 2 * (len(NAMES) - 2)
+
+
 def test_margin_differences_are_paired_median_differences(rows):
-    d = report.margin_differences(rows, PAIRS, seed=0)
+    d = report.margin_differences(rows, PAIRS, seed=0, n_boot=200)
     assert set(d) == set(PAIRS)
     assert d["top"] == pytest.approx((1.0, 1.0, 1.0))  # constant margins: no spread
     assert d["lip_tc"][0] == pytest.approx(1.5) and d[LIP_B][0] == pytest.approx(5.0)
 
 
-def test_findings_quotes_the_right_models_and_numbers(rows):
+def test_mse_difference_is_paired(rows):
+    assert report.mse_difference(rows, LIP_A, TC) == pytest.approx((0.002, 0.002, 0.002))  # shared noise
+
+
+def findings_on(rows):
     details = report.details_table(rows)
-    out = report.findings(rows, details, ROLES, LIPS, report.margin_differences(rows, PAIRS))
+    diffs = report.margin_differences(rows, report.margin_pairs(NAMES, ROLES, LIPS), n_boot=100)
+    return report.findings(rows, details, ROLES, LIPS, diffs, UNDEFENDED)
+
+
+def test_findings_quotes_the_right_models_and_numbers(rows):
+    out = findings_on(rows)
     assert out["elbo_vae"] == -90.0 and out["mse_top"] == 0.03 and out["margin_tc"] == 2.5
     assert out["margin_vae_lo"] == 0.5 and out["margin_top_hi"] == 2.5 and out["rho_vae_hi"] == -0.2
     assert out["pur_lipmax"] == pytest.approx(0.2) and out["pur_top"] == 0.0
@@ -192,15 +267,29 @@ def test_findings_quotes_the_right_models_and_numbers(rows):
     assert out["emp_over_cert"] == 3.0
     assert out["diff_top_lo"] == pytest.approx(1.0) and out["diff_lip_lo_min"] == pytest.approx(3.0)
     assert out["diff_lip_tc_hi"] == pytest.approx(1.5)
+    # the smallest gap above the two easiest models: TOP (2.0) over VAE (1.0)
+    assert out["diff_two_lo"] == pytest.approx(1.0) and out["n_two_pairs"] == 8
+    assert out["ood_vae_lo"] == pytest.approx(0.98) and out["mse_lip_tc_hi"] == pytest.approx(0.002)
+    # SMALL keeps 4 of 10 images, all kept by the undefended classifier: lost 6, p = 1/64
+    assert (out["pur_p_max_name"], out["pur_lost"], out["pur_gained"]) == (SMALL, 6, 0)
+    assert out["pur_p_max"] == pytest.approx(1 / 64) and out["pur_sig"] == 6
     assert all(isinstance(k, str) and k.isidentifier() for k in out)
 
 
-def claims_on(rows, undefended=0.5, rhos=None):
+def claims_on(rows, undefended=UNDEFENDED, rhos=None):
     claims = Claims("mnist-5k", strict=False)
     details = report.details_table(rows)
-    diffs = report.margin_differences(rows, PAIRS)
-    rhos = rhos or {"rho_trade": 0.8, "rho_witness": -0.9}
-    return report.check_claims(claims, rows, details, ROLES, REQUESTED, diffs, undefended, rhos)
+    diffs = report.margin_differences(rows, report.margin_pairs(NAMES, ROLES, LIPS), n_boot=100)
+    return report.check_claims(claims, rows, details, ROLES, REQUESTED, diffs, undefended, rhos or RHOS)
+
+
+def failing(claims) -> set[int]:
+    """The 1-based numbers of the claims that fail."""
+    return {i for i, c in enumerate(claims.claims, 1) if c.claimed and not c.holds}
+
+
+# the claims' numbers after the 3 * 2 Lipschitz checks
+TWO_SMALLEST, SIMILAR_MSE, OOD, PURIFIED, TRADE, WITNESS = 10, 11, 12, 15, 17, 18
 
 
 def test_check_claims_all_hold_on_a_scorecard_built_to_pass(rows):
@@ -210,20 +299,47 @@ def test_check_claims_all_hold_on_a_scorecard_built_to_pass(rows):
     assert claims.counts("check") == (3 * len(LIPS) + 2, 0)
     texts = [c.text for c in claims.claims]
     assert texts[0] == f"{LIP_A}: meets its requested certificate"
-    assert texts[-1] == "margin and detection AUROC trade off across models"
+    assert texts[TWO_SMALLEST - 1].startswith("every other model's median margin is above those of the VAEs")
+    assert "(all 8 paired bootstrap 95% intervals" in texts[TWO_SMALLEST - 1]
+    assert "McNemar" in texts[PURIFIED - 1] and "interval" in texts[OOD - 1]
+    assert texts[-1].startswith("margin and detection AUROC trade off across the models")
 
 
 def test_check_claims_fail_where_the_numbers_say_so():
     rows = make_rows()
-    claims = claims_on(rows, undefended=0.3, rhos={"rho_trade": -0.1, "rho_witness": 0.2})
-    failing = {c.text for c in claims.failed}
-    assert failing == {"under the adaptive attack every purified pipeline is worse than no purifier",
-                       "MSE and margin rise together across models",
-                       "margin and detection AUROC trade off across models"}
+    # no image the undefended classifier keeps: nothing to lose; intervals that reach 0
+    claims = claims_on(rows, undefended=sc.Estimate(0.0, 0.0, 0.1, {"values": np.zeros(10)}),
+                       rhos={**RHOS, "rho_trade_lo": -0.1, "rho_witness_hi": 0.05})
+    assert failing(claims) == {PURIFIED, TRADE, WITNESS}
     # a certificate above the empirical margin on one input: an attack broke it below the certificate
     rows[LIP_A]["certified"].per_input["values"] = np.array([1.0, 1.0, 5.0, 1.0, 1.0])
-    failing = {c.text for c in claims_on(rows).failed}
-    assert failing == {f"{LIP_A}: no attack breaks r-robustness below the certificate"}
+    failing_texts = {c.text for c in claims_on(rows).failed}
+    assert failing_texts == {f"{LIP_A}: no attack breaks r-robustness below the certificate"}
     # a certificate below the requested margin
     rows[LIP_B]["certified"].per_input["values"] = np.array([1.5, 2.0, 2.0, 2.0, 2.0])
     assert f"{LIP_B}: meets its requested certificate" in {c.text for c in claims_on(rows).failed}
+
+
+def test_findings_on_points_fail_when_the_interval_or_test_does_not_support_them():
+    """Each criterion fails where the point estimate still says yes but the interval or the test
+    does not (an effect too small for the inputs)."""
+    # the beta-TCVAE's median margin above the VAE's (by 0.1), but its inputs scatter around it
+    rows = make_rows()
+    rows[TC]["margin"].per_input["values"] = 1.0 + np.array([-0.5, 0.5, -0.3, 0.4, 0.1])
+    assert TWO_SMALLEST in failing(claims_on(rows))
+    # the point MSE difference within 0.005 (0.004), its interval not
+    rows = make_rows()
+    rows[LIP_A]["mse"].per_input["values"] = 0.024 + np.array([-0.003, 0.003, -0.002, 0.002, 0.0, 0.0])
+    rows[TC]["mse"].per_input["values"] = np.full(6, 0.020)
+    assert failing(claims_on(rows)) == {SIMILAR_MSE}
+    # the best OOD AUROC 0.96 >= 0.95, but its interval starts at 0.93
+    rows = make_rows()
+    rows[VAE]["ood_auroc"] = sc.Estimate(0.96, 0.93, 0.98, {"auroc_by_score": {"-ELBO": 0.9, "IWAE": 0.96}}, "IWAE")
+    assert failing(claims_on(rows)) == {OOD}
+    # SMALL below the undefended classifier (0.6 against 1.0 on the same ten images), but its four
+    # discordant images are too few for the test (p = 1/16); with eight (0.2) they are not
+    for robust, fails in ((np.r_[np.ones(6), np.zeros(4)], True), (np.r_[np.ones(2), np.zeros(8)], False)):
+        rows = make_rows()
+        pur = rows[SMALL]["purified_acc"]
+        pur.value, pur.per_input["values"], pur.per_input["white-box"] = robust.mean(), robust, robust
+        assert failing(claims_on(rows)) == ({PURIFIED} if fails else set())

@@ -25,14 +25,14 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from .. import calibration as cal
-from .. import tables
+from .. import stats, tables
 
 __all__ = [
     "COMPARISONS", "summary_table", "seed_plot", "signal_table", "signal_numbers",
     "calibration_sets", "evaluation_sets", "recalibrated_probs", "fitted_table",
     "fitted_numbers", "conf_correct", "ece_table", "variants_table", "ece_differences",
     "fmt_differences", "vae_vs_temperature", "calibration_numbers", "selection_scores",
-    "aurc_table", "aurc_numbers",
+    "aurc_table", "aurc_numbers", "aurc_difference",
 ]
 
 #: The paired ECE comparisons ``(fitted on, first map, second map)``: temperature scaling against
@@ -66,8 +66,8 @@ def summary_table(scores: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     ).T
 
 
-def seed_plot(bins: pd.DataFrame, scores: pd.DataFrame,
-              min_low_count: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+def seed_plot(bins: pd.DataFrame, scores: pd.DataFrame, min_low_count: int, n_boot: int = 500,
+              seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The seed study's comparison and its numbers: the top populated confidence bin, the lowest
     populated one and the lowest bins pooled until they hold ``min_low_count`` images.
 
@@ -75,7 +75,11 @@ def seed_plot(bins: pd.DataFrame, scores: pd.DataFrame,
     MSE of ``scores`` (one input set). Returns the table (confidence range, images, mean MSE and
     its 95% t-interval per row) and the numbers ``top_bin_mse``, ``top_bin_n``,
     ``top_bin_frac``, ``low_bin_mse``, ``low_bin_n``, ``low_pool_mse``, ``low_pool_n`` and
-    ``low_pool_hi`` (the pooled bins' upper confidence edge).
+    ``low_pool_hi`` (the pooled bins' upper confidence edge), and the difference of the pooled
+    bins' mean MSE minus the top bin's, ``low_top_diff``, with a 95% percentile-bootstrap
+    interval (``low_top_diff_lo``, ``low_top_diff_hi``) that resamples the two groups of images
+    separately (``n_boot`` resamples, :func:`robustvae.stats.bootstrap_draws` seeded ``seed``):
+    above 0, the top bin's images are reconstructed measurably better.
     """
     full = bins[bins["count"] > 0]
     top, low = full.iloc[-1], full.iloc[0]
@@ -83,7 +87,9 @@ def seed_plot(bins: pd.DataFrame, scores: pd.DataFrame,
     pooled = full.iloc[:n_pool]
     conf, mse = scores["confidence"].to_numpy(), scores["mse"].to_numpy()
     in_pool = conf <= pooled["hi"].iloc[-1]
+    in_top = cal.bin_indices(conf, len(bins)) == full.index[-1]
     pool_mean, pool_lo, pool_hi = cal.mean_ci(mse[in_pool])
+    diff, diff_lo, diff_hi = _mean_difference(mse[in_pool], mse[in_top], n_boot, seed)
     table = pd.DataFrame(
         [
             [f"({top.lo:.2f}, {top.hi:.2f}]", top["count"], top["mean"], top.ci_low, top.ci_high],
@@ -103,8 +109,20 @@ def seed_plot(bins: pd.DataFrame, scores: pd.DataFrame,
         "low_pool_mse": pool_mean,
         "low_pool_n": int(in_pool.sum()),
         "low_pool_hi": pooled["hi"].iloc[-1],
+        "low_top_diff": diff,
+        "low_top_diff_lo": diff_lo,
+        "low_top_diff_hi": diff_hi,
     }
     return table, numbers
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean(a) - mean(b), low, high)`` for two independent groups: a percentile-bootstrap
+    interval with each group resampled separately (:func:`robustvae.stats.bootstrap_draws`)."""
+    draws = [a[i].mean() - b[j].mean() for i, j in stats.bootstrap_draws((len(a), len(b)), n_boot, seed)]
+    lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2])
+    return float(a.mean() - b.mean()), float(lo), float(hi)
 
 
 def _signal_row(s: pd.DataFrame, y) -> dict[str, float]:
@@ -453,3 +471,16 @@ def aurc_numbers(aurcs: pd.DataFrame) -> dict[str, Any]:
         "aurc_conf_clean": aurcs.loc["confidence", "clean"],
         "aurc_mse_clean": aurcs.loc["low recon. MSE", "clean"],
     }
+
+
+def aurc_difference(parts: Mapping[str, tuple[Mapping[str, np.ndarray], np.ndarray]], first: str, second: str,
+                    name: str = "pool", n_boot: int = 500, seed: int = 0) -> dict[str, float]:
+    """The AURC of ranking ``first`` minus that of ranking ``second`` on the set ``name`` of
+    :func:`selection_scores`, with a paired percentile-bootstrap 95% interval (the same resampled
+    inputs for both rankings, :func:`robustvae.stats.bootstrap_ci`): ``aurc_diff``,
+    ``aurc_diff_lo``, ``aurc_diff_hi``. Above 0: ``second`` ranks the errors measurably better
+    (a lower AURC)."""
+    scores, correct = parts[name]
+    d, lo, hi = stats.bootstrap_ci(lambda s1, s2, k: cal.aurc(s1, k) - cal.aurc(s2, k), scores[first],
+                                   scores[second], correct, n_boot=n_boot, seed=seed)
+    return {"aurc_diff": d, "aurc_diff_lo": lo, "aurc_diff_hi": hi}

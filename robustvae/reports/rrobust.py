@@ -443,7 +443,12 @@ def summary_numbers(results: Mapping[str, Mapping[str, Any]], price: pd.DataFram
     beta-VAE with the largest beta: their median margins (``med_vae``, ``med_top``, ``med_tc``),
     a paired bootstrap interval of ``med_top - med_vae`` (``diff_lo``, ``diff_hi``; 2000
     resamples) and their pixel MSEs; over all (model, input) pairs, how many empirical margins fell
-    below the paper and the whitened margins and the ratios; the latent check's totals; Spearman's
+    below the paper and the whitened margins and the ratios, with the upper end of the Wilson 95%
+    interval of the share below the paper margin (``below_paper_hi``, the pairs counted as
+    independent) and, since the models share their inputs, the same counted by input
+    (``below_paper_inputs``: inputs that some model's empirical margin puts below its paper
+    margin, of ``n_pair_inputs``; ``below_paper_inputs_hi``: its Wilson upper end, the conservative
+    bound whatever the dependence between models); the latent check's totals; Spearman's
     rho pooled and within models; and how much larger the random control's margins are (an
     unbroken input counted at ``max_radius``).
     """
@@ -454,6 +459,8 @@ def summary_numbers(results: Mapping[str, Mapping[str, Any]], price: pd.DataFram
     all_emp = torch.cat([results[n]["empirical"] for n in names])
     all_paper = torch.cat([results[n]["theory"]["paper"] for n in names])
     all_white = torch.cat([results[n]["theory"]["whitened"] for n in names])
+    below_any = torch.stack([results[n]["empirical"] < results[n]["theory"]["paper"] for n in names]).any(0)
+    below_paper = int((all_emp < all_paper).sum())
     rand_over_emp = [(results[n]["searches"]["random"].margin.clamp(max=max_radius) / results[n]["empirical"])
                      .median().item() for n in names]
     return {
@@ -462,7 +469,11 @@ def summary_numbers(results: Mapping[str, Mapping[str, Any]], price: pd.DataFram
         "diff_lo": diff_lo,
         "diff_hi": diff_hi,
         "n_total": len(all_emp),
-        "below_paper": int((all_emp < all_paper).sum()),
+        "below_paper": below_paper,
+        "below_paper_hi": stats.wilson_interval(below_paper, len(all_emp))[1],
+        "n_pair_inputs": len(below_any),
+        "below_paper_inputs": int(below_any.sum()),
+        "below_paper_inputs_hi": stats.wilson_interval(int(below_any.sum()), len(below_any))[1],
         "below_white": int((all_emp < all_white).sum()),
         "worst_white": (all_emp / all_white).min().item(),
         "ratio_paper_min": (all_emp / all_paper).min().item(),
