@@ -41,6 +41,8 @@ KEY_NUMBERS = [
     ("06_rrobustness", "rho_hi", "... 95% upper bound"),
     ("06_rrobustness", "below_paper", "(model, input) pairs below the paper margin"),
     ("06_rrobustness", "n_total", "(model, input) pairs"),
+    ("06_rrobustness", "below_paper_inputs", "inputs where some model falls below the paper margin"),
+    ("06_rrobustness", "below_paper_inputs_hi", "... their share's Wilson 95% upper end"),
     ("07_certified", "n_attack", "test digits"),
     ("07_certified", "emp_std", "median empirical margin, standard VAE"),
     ("07_certified", "emp_0", "median empirical margin, sharpest Lipschitz VAE"),
@@ -57,8 +59,12 @@ KEY_NUMBERS = [
     ("09_scorecard", "det_vae", "detection AUROC of consistency, VAE"),
     ("09_scorecard", "undef_acc", "accuracy under attack without a purifier"),
     ("09_scorecard", "pur_max", "best accuracy under attack with a purifier"),
+    ("09_scorecard", "pur_sig", "purified pipelines significantly less accurate than none (McNemar)"),
+    ("09_scorecard", "pur_p_max", "... the largest of their p-values"),
     ("09_scorecard", "rho_trade", "Spearman across models, MSE vs margin"),
+    ("09_scorecard", "rho_trade_lo", "... 95% lower bound (inputs resampled)"),
     ("09_scorecard", "rho_witness", "Spearman across models, margin vs detection AUROC"),
+    ("09_scorecard", "rho_witness_hi", "... 95% upper bound (inputs resampled)"),
 ]
 
 
