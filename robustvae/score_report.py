@@ -123,6 +123,8 @@ def reference_rows(path: str | Path | None = None) -> tuple[pd.DataFrame | None,
     (table, note) : a :func:`robustvae.scorecard.table`-like DataFrame of the book's eight models
         (``None`` if none could be read) and a sentence on where the rows came from. The values are
         as chapter 9 prints them (rounded to its table's digits), on mnist-5k at the book's sizes.
+        Only the notebook's scorecard tables are read: tables with at least two of the scorecard's
+        column headers (:data:`SHORT`).
     """
     path = Path(path) if path is not None else _book_notebook()
     if not path.exists():
@@ -145,7 +147,10 @@ def reference_rows(path: str | Path | None = None) -> tuple[pd.DataFrame | None,
                 parser = _Tables()
                 parser.feed("".join(text) if isinstance(text, list) else text)
                 for tab in parser.tables:
-                    if not tab or not any(h in by_short for h in tab[0]):
+                    # a scorecard table has several of the columns; a table that shares one
+                    # header (chapter 9's purification tests: "purified acc." without intervals)
+                    # is another table and must not overwrite the scorecard's cells
+                    if not tab or sum(h in by_short for h in tab[0]) < 2:
                         continue
                     header = tab[0]
                     for row in tab[1:]:

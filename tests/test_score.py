@@ -220,6 +220,11 @@ def test_the_book_reference_rows_are_read_from_chapter_9():
     assert ref.loc["VAE (beta=1)", ("elbo", "lo")] < ref.loc["VAE (beta=1)", ("elbo", "value")]
     assert math.isnan(ref.loc["VAE (beta=1)", ("certified", "value")])
     assert (ref.xs("value", axis=1, level="stat")["certified"].notna().sum()) == 3
+    # every cell of the interval columns has its interval (chapter 9's purification-test table,
+    # which shares the "purified acc." header without intervals, is not read as a scorecard)
+    for col in ("elbo", "purified_acc", "detection_auroc", "margin"):
+        lo, v, hi = (ref[(col, s)] for s in ("lo", "value", "hi"))
+        assert (lo.notna() & hi.notna()).all() and (lo <= v).all() and (v <= hi).all(), col
     # the parsed cells agree with the unrounded numbers chapter 9 glues into its prose
     nb = json.loads((ROOT / "book" / "09_scorecard.ipynb").read_text())
     glued = {o["metadata"]["scrapbook"]["name"]: float(o["data"]["application/papermill.record/text/plain"])
