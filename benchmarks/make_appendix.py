@@ -615,7 +615,7 @@ def _more_inputs_section() -> list[str]:
         "",
         "```bash",
         ".venv/bin/python -m robustvae.runs rerun 03 06 07 09 --name more-inputs --profile more-inputs \\",
-        "    -p n_vae_attack=200 -p n_adaptive=200 -p n_lbfgs=200 \\",
+        "    -p n_vae_attack=100 -p n_adaptive=200 -p n_lbfgs=200 \\",
         "    -p n_margin=100 -p n_detect=200 -p n_purify=200",
         ".venv/bin/python benchmarks/more_inputs.py",
         "```",

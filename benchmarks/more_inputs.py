@@ -2,7 +2,7 @@
 
     # the rerun (the book's models from the cache; 10 to 40 minutes a chapter on one core):
     .venv/bin/python -m robustvae.runs rerun 03 06 07 09 --name more-inputs --profile more-inputs \
-        -p n_vae_attack=200 -p n_adaptive=200 -p n_lbfgs=200 \
+        -p n_vae_attack=100 -p n_adaptive=200 -p n_lbfgs=200 \
         -p n_margin=100 -p n_detect=200 -p n_purify=200
     # the table:
     .venv/bin/python benchmarks/more_inputs.py
@@ -29,7 +29,7 @@ OUT = ROOT / "benchmarks" / "results" / "more_inputs_findings.csv"
 CHAPTERS = ("03_adversarial", "06_rrobustness", "07_certified", "09_scorecard")
 #: The rerun's command (the appendix and the refusal message show it).
 COMMAND = ("python -m robustvae.runs rerun 03 06 07 09 --name more-inputs --profile more-inputs "
-           "-p n_vae_attack=200 -p n_adaptive=200 -p n_lbfgs=200 -p n_margin=100 -p n_detect=200 -p n_purify=200")
+           "-p n_vae_attack=100 -p n_adaptive=200 -p n_lbfgs=200 -p n_margin=100 -p n_detect=200 -p n_purify=200")
 
 #: Glued numbers shown beside the verdicts: (chapter, key, what it is).
 KEY_NUMBERS = [
