@@ -254,3 +254,77 @@ def test_score_inputs_on_tiny_models(tiny_images):
     assert np.allclose(df["mse"], mse.numpy(), rtol=1e-5) and (df["neg_elbo"] > 0).all()
     _, df_ood = cal.score_inputs(clf, vae, tiny_images)
     assert (df_ood["correct"] == 0).all()
+
+
+# --- tests added for the mutation run of session 35 (tests/MUTANTS.md) ------------------
+def test_mean_ci_bootstrap_is_the_percentile_bootstrap_of_the_mean_with_its_defaults():
+    """``mean_ci(method="bootstrap")`` is the percentile bootstrap of the mean: the same interval as the
+    general :func:`robustvae.stats.bootstrap_ci` (one loop over the draws, ``fn`` called per resample) at
+    the same defaults (1000 resamples, seed 0), and at other settings. Continuous data, so that another
+    number of resamples or another seed moves the ends."""
+    from robustvae import stats as rstats
+
+    v = np.random.default_rng(5).exponential(1.0, 60)
+    assert cal.mean_ci(v, method="bootstrap") == pytest.approx(rstats.bootstrap_ci(np.mean, v), rel=1e-12)
+    assert cal.mean_ci(v, 0.8, "bootstrap", n_boot=300, seed=7) == pytest.approx(
+        rstats.bootstrap_ci(np.mean, v, n_boot=300, level=0.8, seed=7), rel=1e-12)
+    assert cal.mean_ci(v, method="bootstrap") != cal.mean_ci(v, method="bootstrap", n_boot=1001)
+    assert cal.mean_ci(v, method="bootstrap") != cal.mean_ci(v, method="bootstrap", seed=1)
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, 1.5, -0.1])
+def test_mean_ci_refuses_a_level_outside_zero_one(level):
+    """A level of 1 would be an unbounded interval, 0 an empty one: both ends are refused."""
+    with pytest.raises(ValueError, match="level"):
+        cal.mean_ci([1.0, 2.0, 3.0], level)
+
+
+def _binned_by_hand(conf, corr, n_bins):
+    """Per non-empty bin ``((m-1)/M, m/M]`` (0 in the first): count, accuracy, mean confidence, one bin at a time."""
+    out = []
+    for m in range(1, n_bins + 1):
+        lo, hi = (m - 1) / n_bins, m / n_bins
+        idx = [i for i, c in enumerate(conf) if lo < c <= hi or (m == 1 and c == 0.0)]
+        if idx:
+            out.append((len(idx), np.mean([corr[i] for i in idx]), np.mean([conf[i] for i in idx])))
+    return out
+
+
+def test_binned_errors_default_to_the_15_bins_of_guo_et_al():
+    """ECE, MCE and the debiased l2 error default to 15 equal-width bins (Guo et al., ICML 2017), computed
+    here one bin at a time; 16 bins give other values on these data."""
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.3, 1.0, 200)
+    corr = (rng.uniform(size=200) < 0.65).astype(float)  # over- and underconfident bins: the binning matters
+    bins = _binned_by_hand(conf, corr, 15)
+    ece15 = sum(n * abs(a - c) for n, a, c in bins) / 200
+    mce15 = max(abs(a - c) for n, a, c in bins)
+    l2 = sum(n * ((a - c) ** 2 - (a * (1 - a) / (n - 1) if n > 1 else 0.0)) for n, a, c in bins) / 200
+    assert cal.ece(conf, corr) == pytest.approx(ece15, rel=1e-12)
+    assert cal.mce(conf, corr) == pytest.approx(mce15, rel=1e-12)
+    assert cal.debiased_l2_ce(conf, corr) == pytest.approx(math.sqrt(l2), rel=1e-12)
+    assert cal.ece(conf, corr, 16) != pytest.approx(ece15, rel=1e-6)
+    assert cal.mce(conf, corr, 16) != pytest.approx(mce15, rel=1e-6)
+    assert cal.debiased_l2_ce(conf, corr, 16) != pytest.approx(math.sqrt(l2), rel=1e-6)
+
+
+def test_debiased_l2_ce_is_unbiased_for_the_squared_error_in_expectation():
+    """Kumar et al. (2019): the squared estimate is unbiased for ``sum_m |B_m|/n (acc*_m - conf_m)^2`` (acc*
+    the bin's true accuracy), because ``acc (1 - acc) / (|B| - 1)`` is unbiased for the binomial variance of
+    ``acc``. Checked exactly by summing over all 2^5 outcomes: two examples at confidence 0 and three at
+    confidence 1, correct with probabilities 0.3 and 0.6 (at confidences 0 and 1 every outcome's estimate is
+    >= 0, so the returned root squared is the estimate itself). Bins of two are where the ``|B| - 1`` matters."""
+    import itertools
+
+    conf = np.array([0.0, 0.0, 1.0, 1.0, 1.0])
+    q = np.array([0.3, 0.3, 0.6, 0.6, 0.6])
+    expected = (2 * (0.3 - 0.0) ** 2 + 3 * (0.6 - 1.0) ** 2) / 5
+    mean = 0.0
+    for outcome in itertools.product([0.0, 1.0], repeat=5):
+        y = np.array(outcome)
+        weight = np.prod(np.where(y == 1, q, 1 - q))
+        mean += weight * cal.debiased_l2_ce(conf, y, n_bins=15) ** 2
+    assert mean == pytest.approx(expected, rel=1e-12)
+    # a bin of one example gets no correction: its estimate is the plug-in squared gap
+    assert cal.debiased_l2_ce([0.9], [0], n_bins=1) == pytest.approx(0.9)
+    assert cal.debiased_l2_ce([0.1, 0.9], [1, 1], n_bins=2) == pytest.approx(math.sqrt((0.81 + 0.01) / 2))

@@ -531,3 +531,62 @@ def test_the_background_config_is_made_from_a_plain_vae_config_only():
         ood.BackgroundVAEConfig.of(ood.BackgroundVAEConfig(), 0.1)
     with pytest.raises(TypeError, match="VAEConfig"):
         ood.BackgroundVAEConfig.of(rv.ClassifierConfig(), 0.1)
+
+
+# ---------------------------------------------------------------------------------------
+# Tests added for the mutation run of session 35 (tests/MUTANTS.md)
+# ---------------------------------------------------------------------------------------
+def test_bernoulli_entropy_against_scipy_with_pixels_outside_zero_one_taken_as_saturated():
+    """``sum_i H_b(x_i)`` against scipy's Bernoulli entropy. Pixels a little outside [0, 1] (an
+    interpolation's overshoot) count as the nearest valid grey level: the ceiling stays finite."""
+    from scipy.stats import bernoulli
+
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(4)) * 1.4 - 0.2
+    assert (x < 0).any() and (x > 1).any()
+    expected = bernoulli(np.clip(x.double().numpy(), 0, 1)).entropy().reshape(3, -1).sum(1)
+    got = ood.bernoulli_entropy(x)
+    assert torch.isfinite(got).all()
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+
+
+def test_input_complexity_of_a_single_image_is_its_score_within_a_batch(tiny_vae, tiny_images):
+    """Serra et al.'s S(x) is per image, in bits per pixel (784 pixels): an image scored alone gets
+    the score it gets in a batch."""
+    like = ood.DecoderNLL(tiny_vae)
+    ic = ood.InputComplexity(like, "zlib")
+    one = tiny_images[2:3]
+    expected = (like.score(one) / math.log(2) - ood.compressed_bits(one, "zlib")) / 784
+    assert torch.allclose(ic.score(one), expected)
+    assert torch.allclose(ic.score(one), ic.score(tiny_images)[2:3])
+
+
+@pytest.mark.parametrize("n", [20, 40, 57, 100])
+def test_fpr95_at_sizes_where_95_percent_is_a_whole_number_of_scores(n):
+    """FPR95 by brute force: the lowest in-distribution score ``t`` with at least 95% of the in-distribution
+    scores ``<= t``, then the fraction of OOD scores ``<= t`` (ties accepted). At n = 20, 40, 100 exactly 95%
+    of the scores reach the threshold, the case a rounding guard decides; OOD scores sit on, just below and
+    just above every in-distribution score. scikit-learn's ``roc_curve`` (``ood_metrics``) agrees."""
+    s_in = np.random.default_rng(n).permutation(np.arange(float(n)))
+    s_out = np.r_[s_in - 0.5, s_in, s_in + 0.5]
+    t = min(v for v in s_in if np.mean(s_in <= v) >= 0.95)
+    expected = np.mean(s_out <= t)
+    assert ood._fpr95(s_in, s_out) == pytest.approx(expected, abs=1e-15)
+    assert ood._fast_metrics(s_in, s_out)[2] == pytest.approx(expected, abs=1e-15)
+    assert ood.ood_metrics(s_in, s_out)["fpr95"] == pytest.approx(expected, abs=1e-15)
+
+
+def test_fast_metrics_match_scikit_learn_when_the_highest_score_is_in_distribution():
+    """The ROC curve's first step leaves (0, 0) towards the highest score's group; when that group holds
+    in-distribution scores (alone or tied with OOD ones) the step moves right, and its area counts. The
+    other tests' highest scores were all OOD. scikit-learn is the reference."""
+    rng = np.random.default_rng(7)
+    s_in, s_out = rng.normal(size=40), rng.normal(0.5, size=30)
+    cases = [(np.r_[s_in, 9.0], s_out),                 # the highest score alone, in-distribution
+             (np.r_[s_in, 9.0, 9.0], np.r_[s_out, 9.0]),  # a tie at the top: two in, one OOD
+             (s_out + 5.0, s_in)]                        # every in-distribution score above every OOD one
+    for a_in, a_out in cases:
+        y = np.r_[np.zeros(len(a_in)), np.ones(len(a_out))]
+        s = np.r_[a_in, a_out]
+        auroc, aupr, _ = ood._fast_metrics(a_in, a_out)
+        assert auroc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert aupr == pytest.approx(average_precision_score(y, s), abs=1e-12)
