@@ -336,3 +336,34 @@ def test_kl_floor_is_the_kl_of_the_capped_posterior_and_nothing_below_it():
     assert certify.kl_floor(1.0, d) == 0.0 and certify.kl_floor(3.0, d) == 0.0
     # the chapter's design: ||sigma||_2 <= r / (2 sqrt(8) a) = 0.1768 spread over 16 dimensions
     assert certify.kl_floor(0.1767767 / 4, 16) == pytest.approx(41.9, abs=0.05)
+
+
+# --- tests added for the mutation run of session 35 (tests/MUTANTS.md) ------------------
+@pytest.mark.parametrize("gamma", [0.0, -0.1])
+def test_fixed_std_margin_refuses_a_noise_level_that_is_not_positive(gamma):
+    """The chi-square law needs encoder noise: gamma = 0 (a deterministic encoder) is refused with a
+    ValueError that names gamma, not a ZeroDivisionError from inside the formula."""
+    with pytest.raises(ValueError, match="gamma"):
+        certify.certified_margin_fixed_std(gamma, 4, 1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("latent_dim", [0, -1, 2.5])
+def test_fixed_std_margin_refuses_a_latent_dimension_that_is_not_a_positive_integer(latent_dim):
+    with pytest.raises(ValueError, match="latent_dim"):
+        certify.certified_margin_fixed_std(0.2, latent_dim, 1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("prob", [0.5, 0.8])
+def test_fixed_std_margin_in_one_dimension_is_the_folded_normal_root_and_infinite_without_a_or_b(prob):
+    """With ``latent_dim = 1`` and ``a = 1``, ``g(z') - g(z) = z' - z ~ N(b R, 2 gamma^2)`` (worst mean shift), so
+    the margin solves ``P(|N(b R, 2 gamma^2)| > r) = 1 - prob``: two normal tails (scipy), no chi-square law.
+    A decoder or an encoder mean that cannot move (``a = 0`` or ``b = 0``) certifies every radius."""
+    from scipy.optimize import brentq
+
+    gamma, r, b = 0.2, 1.0, 0.7
+    sd = math.sqrt(2) * gamma
+    tail = lambda m: norm.sf((r - m) / sd) + norm.cdf((-r - m) / sd)  # noqa: E731
+    expected = brentq(lambda m: tail(m) - (1 - prob), 0.0, 10.0, xtol=1e-14) / b
+    assert certify.certified_margin_fixed_std(gamma, 1, r, 1.0, b, prob) == pytest.approx(expected, rel=1e-8)
+    assert certify.certified_margin_fixed_std(gamma, 1, r, 0.0, b, prob) == math.inf
+    assert certify.certified_margin_fixed_std(gamma, 1, r, 1.0, 0.0, prob) == math.inf
