@@ -63,7 +63,8 @@ SCOPE = {
                 "_std", "certified_margins", "second_moment"],
     "ood": ["LikelihoodRatio", "InputComplexity", "BernoulliCeilingRatio", "bernoulli_entropy", "_fast_metrics", "_fpr95"],
     "tcvae": ["gaussian_log_density", "TCVAE.decomposition", "TCVAE.loss"],
-    "calibration": ["bin_indices", "mean_ci", "_bin_stats", "ece", "mce", "debiased_l2_ce", "bootstrap_ci"],
+    # (calibration.bootstrap_ci is a re-export of stats.bootstrap_ci, mutated with stats)
+    "calibration": ["bin_indices", "mean_ci", "_bin_stats", "ece", "mce", "debiased_l2_ce"],
     "lipschitz": ["_exact_norm", "MaxMin", "LipschitzLinear", "LipschitzMLP", "LipschitzEncoder", "LipschitzDecoder",
                   "LipschitzVAE"],
     "rrobust": ["binomial_interval", "ProbabilityEstimate", "stochastic_reconstructions", "reconstruction_distances",
