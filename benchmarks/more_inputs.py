@@ -1,14 +1,14 @@
-"""Do the findings hold on more inputs? The book's chapters 3, 6, 7 and 9 beside a rerun on more.
+"""Do the findings hold on more inputs? The book's chapters 3, 4, 6, 7 and 9 beside a rerun on more.
 
     # the rerun (the book's models from the cache; 10 to 40 minutes a chapter on one core):
-    .venv/bin/python -m robustvae.runs rerun 03 06 07 09 --name more-inputs --profile more-inputs \
-        -p n_vae_attack=100 -p n_adaptive=200 -p n_lbfgs=200 \
+    .venv/bin/python -m robustvae.runs rerun 03 04 06 07 09 --name more-inputs --profile more-inputs \
+        -p n_vae_attack=100 -p n_adaptive=200 -p n_lbfgs=200 -p n_latent=200 \
         -p n_margin=100 -p n_detect=200 -p n_purify=200
     # the table:
     .venv/bin/python benchmarks/more_inputs.py
 
 Chapter 3 attacks the VAE itself on 20 test digits, its detectors' adaptive attackers face 40 and
-L-BFGS 50; chapter 6 studies its margins on 20 test digits and chapter 7 on 50; chapter 9 its
+L-BFGS 50; chapter 4 evaluates its costly latent-search purifier (c) on 30; chapter 6 studies its margins on 20 test digits and chapter 7 on 50; chapter 9 its
 margins on 20, its detection on 100 and its purification on 50, to stay inside the book's time budget. This script reads each claim's verdict (``claims_detail``) and the key numbers behind
 the margin findings (glued values) from the book's stored notebooks and from the rerun's
 (``runs/more-inputs/``), and writes ``results/more_inputs_findings.csv``: one row per claim or
@@ -26,10 +26,11 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "more_inputs_findings.csv"
-CHAPTERS = ("03_adversarial", "06_rrobustness", "07_certified", "09_scorecard")
+CHAPTERS = ("03_adversarial", "04_purification", "06_rrobustness", "07_certified", "09_scorecard")
 #: The rerun's command (the appendix and the refusal message show it).
-COMMAND = ("python -m robustvae.runs rerun 03 06 07 09 --name more-inputs --profile more-inputs "
-           "-p n_vae_attack=100 -p n_adaptive=200 -p n_lbfgs=200 -p n_margin=100 -p n_detect=200 -p n_purify=200")
+COMMAND = ("python -m robustvae.runs rerun 03 04 06 07 09 --name more-inputs --profile more-inputs "
+           "-p n_vae_attack=100 -p n_adaptive=200 -p n_lbfgs=200 -p n_latent=200 -p n_margin=100 -p n_detect=200 "
+           "-p n_purify=200")
 
 #: Glued numbers shown beside the verdicts: (chapter, key, what it is).
 KEY_NUMBERS = [
@@ -43,6 +44,12 @@ KEY_NUMBERS = [
     ("03_adversarial", "damage_flip_ci", "max-damage: reconstructions whose class changes"),
     ("03_adversarial", "damage_input_flip_ci", "max-damage: inputs whose class changes"),
     ("03_adversarial", "damage_p", "... McNemar p, reconstructions against inputs"),
+    ("04_purification", "n_latent", "test digits attacked through the latent search (c)"),
+    ("04_purification", "adv_c_1", "(c) under its worst-case portfolio, accuracy at L-inf 0.1"),
+    ("04_purification", "adv_c_1_ci", "... 95% interval"),
+    ("04_purification", "obl_c_2", "(c) against the oblivious attack, accuracy at L-inf 0.2"),
+    ("04_purification", "adv_c_2", "(c) under its worst-case portfolio, accuracy at L-inf 0.2"),
+    ("04_purification", "adv_c_2_ci", "... 95% interval"),
     ("06_rrobustness", "n_inputs", "test digits"),
     ("06_rrobustness", "med_vae", "median empirical margin, VAE"),
     ("06_rrobustness", "med_top", "median empirical margin, beta-VAE (largest beta)"),
