@@ -3,6 +3,12 @@ import os
 import pytest
 import torch
 
+# One intra-op thread, as in every computation of the book (robustvae.numerics.THREADS). With torch's
+# default of one thread per core, any other busy process on the 2-core machine (a second pytest, a
+# mutation run, a chapter) leaves torch's OpenMP workers waiting for each other at every small op:
+# three tests of this suite took 158 s so, and 14 s with one thread, side by side on a loaded machine.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
