@@ -381,6 +381,31 @@ def test_ascend_success_beats_value_and_is_never_lost():
     assert res.broken_by(0, 0).tolist() == [False, False] and res.broken_by(0, 1).tolist() == [True, False]
 
 
+def test_broken_by_accepts_exactly_the_recorded_restarts_and_steps():
+    """``broken_by(restart, step)`` is defined for restart in [0, r) and step in [0, t) of the
+    ``(r, t, B)`` success trace: the last restart's last iterate is accepted; one past either end,
+    or a negative index, is refused (not read from another restart or wrapped around)."""
+    starts = [torch.tensor([[0.0], [0.0]]), torch.tensor([[5.0], [5.0]])]
+    res = attacks.ascend(lambda v: (v.sum(1), v[:, 0] > 100), lambda k: starts[k].clone(), lambda v: v,
+                         steps=2, alpha=1.0, step_rule="sign", restarts=2, stop_when_all_succeed=False)
+    r, t, _ = res.success_trace.shape
+    assert (r, t) == (2, 3)
+    assert res.broken_by(r - 1, t - 1).tolist() == [False, False]
+    for restart, step in [(r, 0), (0, t), (-1, 0), (0, -1), (r, t)]:
+        with pytest.raises(ValueError, match="restart must be"):
+            res.broken_by(restart, step)
+
+
+def test_broken_after_without_a_success_signal_is_nan_shaped_like_the_trace():
+    """An objective with no success signal: ``broken_after()`` is NaN, one value per (restart,
+    iterate), and only :func:`attacks.pgd` records the kept iterates per restart."""
+    res = attacks.ascend(lambda v: -(v - 1).pow(2).sum(1), lambda k: torch.zeros(3, 1), lambda v: v,
+                         steps=3, alpha=0.8, step_rule="sign", restarts=2)
+    curve = res.broken_after()
+    assert curve.shape == res.trace.shape[:2] == (2, 4) and bool(curve.isnan().all())
+    assert res.x_after_restart is None
+
+
 def test_ascend_cosine_schedule_and_bad_arguments():
     """The cosine schedule anneals the step from alpha to 0 (first step alpha, last near 0)."""
     path = []
@@ -545,6 +570,17 @@ def test_l2_random_start_is_uniform_in_the_ball(shape):
     angle = torch.atan2(d[:, 1], d[:, 0])
     assert (angle > 0).float().mean().item() == pytest.approx(0.5, abs=0.03)
     assert (angle.abs() < math.pi / 2).float().mean().item() == pytest.approx(0.5, abs=0.03)
+
+
+def test_l2_random_start_of_a_single_image_is_uniform_in_its_ball():
+    """A batch of one image (the dimension comes from the image, not from a second one): over 2,000
+    draws in n = 2 dimensions, P(||d|| <= t eps) = t^2."""
+    x = torch.full((1, 2), 0.5)
+    start = attacks.ball_start(x, 0.2, "l2", generator=torch.Generator().manual_seed(3))
+    radius = torch.stack([(start(0) - x).norm() for _ in range(2000)])
+    assert radius.max().item() <= 0.2 + 1e-6
+    for t in (0.25, 0.5, 0.75):
+        assert (radius <= t * 0.2).float().mean().item() == pytest.approx(t ** 2, abs=0.03)
 
 
 def test_a_start_without_randomness_or_budget_is_the_input_itself():
