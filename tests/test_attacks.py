@@ -379,6 +379,8 @@ def test_ascend_success_beats_value_and_is_never_lost():
     curve = res.broken_after().flatten()
     assert bool((curve[1:] >= curve[:-1]).all()) and curve[-1].item() == pytest.approx(0.5)
     assert res.broken_by(0, 0).tolist() == [False, False] and res.broken_by(0, 1).tolist() == [True, False]
+    # the second restart's first iterate: row 0 stays broken by the first restart, row 1 never was
+    assert res.broken_by(1, 0).tolist() == [True, False]
 
 
 def test_broken_by_accepts_exactly_the_recorded_restarts_and_steps():
@@ -404,6 +406,44 @@ def test_broken_after_without_a_success_signal_is_nan_shaped_like_the_trace():
     curve = res.broken_after()
     assert curve.shape == res.trace.shape[:2] == (2, 4) and bool(curve.isnan().all())
     assert res.x_after_restart is None
+
+
+def test_ascend_takes_zero_steps_and_a_zero_step_and_refuses_negative_steps():
+    """``steps = 0`` evaluates the start only (one iterate per restart, no gradient asked for);
+    ``alpha = 0`` never moves; ``steps < 0`` is refused whatever the other settings."""
+    x0 = torch.tensor([[0.3], [0.7]])
+    grads = []
+
+    def objective(v):
+        grads.append(v.requires_grad)
+        return v.sum(1)
+
+    res = attacks.ascend(objective, lambda k: x0.clone(), lambda v: v, steps=0, alpha=1.0, restarts=2)
+    assert torch.equal(res.x, x0) and res.trace.shape == (2, 1, 2) and grads == [False, False]
+    res = attacks.ascend(lambda v: v.sum(1), lambda k: x0.clone(), lambda v: v, steps=3, alpha=0.0)
+    assert torch.equal(res.x, x0) and torch.allclose(res.trace[0], x0.T.expand(4, 2))
+    with pytest.raises(ValueError, match="steps must be"):
+        attacks.ascend(lambda v: v.sum(1), lambda k: x0.clone(), lambda v: v, steps=-1, alpha=1.0)
+
+
+def test_ascend_stops_restarting_once_every_example_succeeded_unless_asked_not_to():
+    """By default no restart starts after every example has succeeded (the rest of the trace is
+    NaN, the rest of the success trace True); with ``stop_when_all_succeed=False`` all run."""
+    started = []
+
+    def start(k):
+        started.append(k)
+        return torch.zeros(2, 1)
+
+    def always(v):
+        return v.sum(1), torch.ones(len(v), dtype=torch.bool)
+
+    res = attacks.ascend(always, start, lambda v: v, steps=2, alpha=1.0, restarts=3)
+    assert started == [0]
+    assert bool(res.trace[1:].isnan().all()) and bool(res.success_trace[1:].all())
+    started.clear()
+    attacks.ascend(always, start, lambda v: v, steps=2, alpha=1.0, restarts=3, stop_when_all_succeed=False)
+    assert started == [0, 1, 2]
 
 
 def test_ascend_cosine_schedule_and_bad_arguments():
