@@ -586,6 +586,39 @@ def test_freezing_keeps_successes_across_restarts_and_stops_when_all_broken():
     assert bool(res.success_trace[1:].all())
 
 
+def test_freezing_runs_a_later_restart_on_the_unbroken_only_and_gives_the_plain_verdicts():
+    """Examples broken by an earlier restart are not computed again: restart k sees only the rows
+    still unbroken, and the verdicts and broken-fraction curve equal those of the plain run. Once
+    every example is broken, the remaining restarts (``stop_when_all_succeed=False``) compute
+    nothing and the trace keeps each example's kept value, broken."""
+    starts = [torch.tensor([[1.0], [0.0], [0.0]]), torch.tensor([[0.0], [1.0], [0.0]]),
+              torch.tensor([[0.0], [0.0], [1.0]])]     # restart k breaks example k at its start
+    runs = {}
+    for freeze in (False, True):
+        seen = []
+
+        def objective(v, idx=None):
+            seen.append(idx.tolist() if idx is not None else None)
+            return v.sum(1), v.sum(1) >= 1.0
+
+        proj = (lambda v, idx: v) if freeze else (lambda v: v)
+        res = attacks.ascend(objective, lambda k: starts[k].clone(), proj, steps=1, alpha=0.0, restarts=3,
+                             freeze_success=freeze)
+        runs[freeze] = res, seen
+    (plain, _), (frozen, seen) = runs[False], runs[True]
+    assert seen == [[0, 1, 2], [1, 2], [1, 2], [2], [2]]     # a frozen example is not computed again
+    assert bool(frozen.success.all()) and torch.equal(plain.success, frozen.success)
+    assert torch.allclose(frozen.broken_after()[:, -1], torch.tensor([1 / 3, 2 / 3, 1.0]))
+    assert torch.equal(plain.broken_after(), frozen.broken_after())
+
+    seen = []
+    res = attacks.ascend(lambda v, idx: (seen.append(idx.tolist()), (v.sum(1), v.sum(1) >= 1.0))[1],
+                         lambda k: torch.ones(2, 1), lambda v, idx: v, steps=1, alpha=0.0, restarts=3,
+                         freeze_success=True, stop_when_all_succeed=False)
+    assert seen == [[0, 1]]                                  # broken at the first iterate; nothing after
+    assert bool(res.success_trace.all()) and torch.equal(res.trace, torch.ones(3, 2, 2))
+
+
 # --- random starts: their distribution against the closed form ----------------------------------
 def test_linf_random_start_is_uniform_in_the_box():
     """Uniform on [-eps, eps] per pixel: mean |d| = eps / 2 and a quarter of |d| beyond 3 eps / 4."""
