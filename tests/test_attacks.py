@@ -446,6 +446,22 @@ def test_ascend_stops_restarting_once_every_example_succeeded_unless_asked_not_t
     assert started == [0, 1, 2]
 
 
+def test_eot_value_is_the_mean_of_the_draws_and_success_a_strict_majority():
+    """With ``eot`` draws of a random objective the kept value is the mean of the draws and success
+    needs more than half of them: 2 of 4 is not a success, 3 of 4 is."""
+    values = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [6.0, 4.0]])        # draw i: rows 0, 1
+    oks = torch.tensor([[True, True], [True, True], [False, True], [False, False]])
+    draw = iter(range(4))
+
+    def objective(v):
+        i = next(draw)
+        return values[i].clone(), oks[i].clone()
+
+    res = attacks.ascend(objective, lambda k: torch.zeros(2, 1), lambda v: v, steps=0, alpha=1.0, eot=4)
+    assert torch.equal(res.trace[0, 0], torch.tensor([3.0, 1.0])) and torch.equal(res.value, torch.tensor([3.0, 1.0]))
+    assert res.success.tolist() == [False, True]
+
+
 def test_ascend_cosine_schedule_and_bad_arguments():
     """The cosine schedule anneals the step from alpha to 0 (first step alpha, last near 0)."""
     path = []
