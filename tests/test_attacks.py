@@ -635,27 +635,33 @@ def test_freezing_runs_a_later_restart_on_the_unbroken_only_and_gives_the_plain_
     assert bool(res.success_trace.all()) and torch.equal(res.trace, torch.ones(3, 2, 2))
 
 
-@pytest.mark.parametrize("freeze", [False, True])
-def test_the_kept_iterate_of_an_unbroken_example_is_its_first_best(freeze):
+@pytest.mark.parametrize("freeze,signal", [(False, False), (False, True), (True, True)])
+def test_the_kept_iterate_of_an_unbroken_example_is_its_first_best(freeze, signal):
     """With no success, the iterate of highest value is kept and a tie keeps the earlier one:
     f(v) = -(v - 1)^2 with its gradient replaced by +1, from 0.5 with unit sign steps: the iterates
     0.5, 1.5, 2.5 score -0.25, -0.25, -2.25, so 0.5 is kept (not the tie 1.5, not the last 2.5),
     frozen or not."""
     def objective(v, idx=None):
         fixed = v.detach()
-        return -(fixed - 1).pow(2).sum(1) + (v - fixed).sum(1), v.sum(1) > 100.0
+        value = -(fixed - 1).pow(2).sum(1) + (v - fixed).sum(1)
+        return (value, v.sum(1) > 100.0) if signal else value
 
     proj = (lambda v, idx: v) if freeze else (lambda v: v)
     res = attacks.ascend(objective, lambda k: torch.full((1, 1), 0.5), proj, steps=2, alpha=1.0,
                          freeze_success=freeze)
-    assert res.x.item() == 0.5 and res.value.item() == -0.25 and not res.success.item()
+    assert res.x.item() == 0.5 and res.value.item() == -0.25
+    assert (res.success is None) if not signal else not res.success.item()
 
 
 def test_freezing_fills_the_trace_after_the_last_example_breaks():
     """Once every example is broken the loop stops; the trace keeps each earlier iterate's value
-    and repeats the breaking value to the end (no NaN, nothing overwritten)."""
+    and repeats the breaking value to the end (no NaN, nothing overwritten), and the callback is
+    still called once for each remaining step."""
+    calls = []
     res = attacks.ascend(lambda v, idx: (v.sum(1), v.sum(1) > 1.0), lambda k: torch.zeros(1, 1),
-                         lambda v, idx: v, steps=5, alpha=0.5, freeze_success=True)
+                         lambda v, idx: v, steps=5, alpha=0.5, freeze_success=True,
+                         callback=lambda k, t, v: calls.append((k, t)))
+    assert calls == [(0, t) for t in range(6)]             # the callback still sees every step, once
     assert res.trace[0, :, 0].tolist() == [0.0, 0.5, 1.0, 1.5, 1.5, 1.5]
     assert res.success_trace[0, :, 0].tolist() == [False, False, False, True, True, True]
 
