@@ -165,14 +165,14 @@ def restore(scratch: Path, rel: str) -> bool:
     return True
 
 
-def supervise(cmd: list[str], scratch: Path, env: dict, idle: float = 90.0, poll: float = 5.0,
+def supervise(cmd: list[str], scratch: Path, env: dict, idle: float = 45.0, poll: float = 5.0,
               max_restarts: int = 200, rel: str | None = None,
               startup: float | None = None) -> subprocess.CompletedProcess:
     """Run mutmut, restarting it (it resumes from its cache) whenever it hangs.
 
     mutmut 2.5.1 deadlocks on this machine about once every 20-60 mutants: it sits at 0% CPU with no
     test runner beneath it. A hang is ``idle`` seconds with no ``pytest`` process in ``scratch``
-    (``startup`` seconds, default ``3 * idle``, before the first one of a start: mutmut reads its
+    (``startup`` seconds, default ``2 * idle``, before the first one of a start: mutmut reads its
     cache and the tests before it runs anything, slowly on a busy machine);
     the whole process group is then killed and mutmut started again, which tests only the mutants
     its cache still lists as untested (the one in flight among them). A killed mutmut leaves its
@@ -193,7 +193,7 @@ def supervise(cmd: list[str], scratch: Path, env: dict, idle: float = 90.0, poll
             time.sleep(poll)
             if runner_alive(scratch):
                 quiet_since, seen = time.time(), True
-            elif time.time() - quiet_since > (idle if seen else (3 * idle if startup is None else startup)):
+            elif time.time() - quiet_since > (idle if seen else (2 * idle if startup is None else startup)):
                 os.killpg(proc.pid, 9)
                 proc.wait()
                 break

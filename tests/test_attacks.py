@@ -666,6 +666,21 @@ def test_freezing_fills_the_trace_after_the_last_example_breaks():
     assert res.success_trace[0, :, 0].tolist() == [False, False, False, True, True, True]
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_an_l2_step_moves_alpha_along_the_unit_gradient(freeze):
+    """On the linear objective w.v with w = (3, 4), one L2 step of size 1 moves each row by
+    w / ||w|| = (0.6, 0.8), frozen or not (the frozen path has its own update)."""
+    w = torch.tensor([3.0, 4.0])
+
+    def objective(v, idx=None):
+        return (v * w).sum(1), (v * w).sum(1) > 100.0
+
+    proj = (lambda v, idx: v) if freeze else (lambda v: v)
+    res = attacks.ascend(objective, lambda k: torch.zeros(2, 2), proj, steps=1, alpha=1.0, step_rule="l2",
+                         freeze_success=freeze)
+    assert torch.allclose(res.x, torch.tensor([[0.6, 0.8], [0.6, 0.8]]))
+
+
 # --- random starts: their distribution against the closed form ----------------------------------
 def test_linf_random_start_is_uniform_in_the_box():
     """Uniform on [-eps, eps] per pixel: mean |d| = eps / 2 and a quarter of |d| beyond 3 eps / 4."""
