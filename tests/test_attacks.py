@@ -681,6 +681,23 @@ def test_an_l2_step_moves_alpha_along_the_unit_gradient(freeze):
     assert torch.allclose(res.x, torch.tensor([[0.6, 0.8], [0.6, 0.8]]))
 
 
+def test_frozen_attack_with_every_example_broken_starts_no_restart_and_keeps_the_final_value():
+    """Freezing with the default stop: the example breaks at the last step of the first restart
+    (iterates 0, 0.5, 1, 1.5), so no other restart starts, and the rest of the trace holds the
+    breaking value 1.5, broken."""
+    started = []
+
+    def start(k):
+        started.append(k)
+        return torch.zeros(1, 1)
+
+    res = attacks.ascend(lambda v, idx: (v.sum(1), v.sum(1) > 1.0), start, lambda v, idx: v, steps=3,
+                         alpha=0.5, restarts=3, freeze_success=True)
+    assert started == [0]
+    assert res.trace[:, :, 0].tolist() == [[0.0, 0.5, 1.0, 1.5], [1.5] * 4, [1.5] * 4]
+    assert res.success_trace[0, :, 0].tolist() == [False] * 3 + [True] and bool(res.success_trace[1:].all())
+
+
 # --- random starts: their distribution against the closed form ----------------------------------
 def test_linf_random_start_is_uniform_in_the_box():
     """Uniform on [-eps, eps] per pixel: mean |d| = eps / 2 and a quarter of |d| beyond 3 eps / 4."""
