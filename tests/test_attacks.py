@@ -698,6 +698,34 @@ def test_frozen_attack_with_every_example_broken_starts_no_restart_and_keeps_the
     assert res.success_trace[0, :, 0].tolist() == [False] * 3 + [True] and bool(res.success_trace[1:].all())
 
 
+def test_fgsm_steps_eps_up_the_loss_or_down_the_target_loss_and_leaves_ignored_pixels():
+    """Closed form on a linear model that ignores two of four pixels: the gradient of the loss of
+    label 0 at a tie is (0, 0, -1, 1) in sign, so FGSM moves the last two pixels by eps and leaves
+    the ignored ones (zero gradient) alone; targeted at label 1 it goes down that label's loss,
+    which here is the same move."""
+    lin = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.0, 0.0, 1.0, -1.0], [0.0, 0.0, -1.0, 1.0]]))
+    model = nn.Sequential(nn.Flatten(), lin)
+    x = torch.full((1, 1, 2, 2), 0.5)
+    want = torch.tensor([0.5, 0.5, 0.4, 0.6]).view(1, 1, 2, 2)
+    assert torch.allclose(attacks.fgsm(model, x, torch.tensor([0]), eps=0.1), want)
+    assert torch.allclose(attacks.fgsm(model, x, torch.tensor([1]), eps=0.1, targeted=True), want)
+    assert torch.allclose(attacks.fgsm(model, x, torch.tensor([1]), eps=0.1), 1 - want)
+
+
+def test_pgd_defaults_to_40_steps_of_2_5_eps_over_40():
+    """The documented defaults: 40 steps (41 iterates) of L-inf length 2.5 eps / steps."""
+    w = 0.01 * torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    model = _two_class_linear(w - w.mean())
+    x = torch.full((1, 1, 28, 28), 0.5)
+    path = []
+    attacks.pgd(model, x, torch.zeros(1, dtype=torch.long), eps=0.1, random_start=False,
+                callback=lambda k, t, v: path.append((t, v.clone())))
+    assert [t for t, _ in path] == list(range(41))
+    assert torch.allclose((path[1][1] - x).abs(), torch.full_like(x, 2.5 * 0.1 / 40), atol=1e-7)
+
+
 # --- random starts: their distribution against the closed form ----------------------------------
 def test_linf_random_start_is_uniform_in_the_box():
     """Uniform on [-eps, eps] per pixel: mean |d| = eps / 2 and a quarter of |d| beyond 3 eps / 4."""
