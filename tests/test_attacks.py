@@ -726,6 +726,22 @@ def test_pgd_defaults_to_40_steps_of_2_5_eps_over_40():
     assert torch.allclose((path[1][1] - x).abs(), torch.full_like(x, 2.5 * 0.1 / 40), atol=1e-7)
 
 
+def test_pgd_one_default_step_from_a_random_start_reaches_the_corner_and_zero_steps_is_the_start():
+    """With one step the default length is 2.5 eps, more than the 2 eps across the L-inf ball, so
+    from any random start the step lands on the corner ``x + eps sign(w)`` of a linear model's
+    ball; ``steps = 0`` returns the start itself, and ``steps < 0`` is refused."""
+    w = 0.01 * torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    w = w - w.mean()
+    model = _two_class_linear(w)
+    x = torch.full((4, 1, 28, 28), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    x_adv = attacks.pgd(model, x, y, eps=0.1, steps=1, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(x_adv - x, (0.1 * w.sign()).expand_as(x), atol=1e-6)
+    assert torch.equal(attacks.pgd(model, x, y, eps=0.1, steps=0, random_start=False), x)
+    with pytest.raises(ValueError, match="steps must be"):
+        attacks.pgd(model, x, y, eps=0.1, steps=-1)
+
+
 # --- random starts: their distribution against the closed form ----------------------------------
 def test_linf_random_start_is_uniform_in_the_box():
     """Uniform on [-eps, eps] per pixel: mean |d| = eps / 2 and a quarter of |d| beyond 3 eps / 4."""
