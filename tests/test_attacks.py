@@ -572,6 +572,10 @@ def test_freezing_is_allowed_only_for_deterministic_models(tiny_classifier_and_d
     fooled = plain.success
     if bool(fooled.any()):
         assert bool((plain.value[fooled] >= auto.value[fooled] - 1e-6).all())
+    # None froze this deterministic model: the same images as freezing asked for, not the plain ones
+    frozen = attacks.pgd(model, x, y, eps=0.3, steps=10, return_result=True, freeze_success=True,
+                         generator=torch.Generator().manual_seed(0))
+    assert torch.equal(auto.x, frozen.x) and not torch.equal(plain.x, frozen.x)
 
 
 def test_freezing_needs_a_success_signal():
@@ -740,6 +744,25 @@ def test_pgd_one_default_step_from_a_random_start_reaches_the_corner_and_zero_st
     assert torch.equal(attacks.pgd(model, x, y, eps=0.1, steps=0, random_start=False), x)
     with pytest.raises(ValueError, match="steps must be"):
         attacks.pgd(model, x, y, eps=0.1, steps=-1)
+
+
+def test_pgd_returns_the_highest_loss_iterate_of_an_image_it_cannot_fool():
+    """Logits (10, w.x) with a small w: label 0 can never be overturned, and the loss grows along
+    sign(w), so PGD returns its last iterate ``x + steps alpha sign(w)`` with that iterate's loss,
+    not the clean image."""
+    w = 0.01 * torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 2))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[1] = w.flatten()
+        model[1].bias.copy_(torch.tensor([10.0, 0.0]))
+    x = torch.full((2, 1, 28, 28), 0.5)
+    y = torch.zeros(2, dtype=torch.long)
+    res = attacks.pgd(model.eval(), x, y, eps=0.1, steps=4, alpha=0.01, random_start=False, return_result=True)
+    assert not res.success.any()
+    assert torch.allclose(res.x - x, (0.04 * w.sign()).expand_as(x), atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(res.value, F.cross_entropy(model(res.x), y, reduction="none"))
 
 
 # --- random starts: their distribution against the closed form ----------------------------------
