@@ -805,6 +805,10 @@ def test_pgd_restarts_only_while_a_random_start_can_differ_and_an_image_is_unfoo
         attacks.pgd(model, x1, y1, **({"eps": 0.1} | kw), steps=1, restarts=3,
                     generator=torch.Generator().manual_seed(1), callback=lambda k, t, v: seen.add(k))
         assert sorted(seen) == runs, kw
+    seen = set()
+    attacks.pgd(model, x1, y1, eps=0.1, steps=1, generator=torch.Generator().manual_seed(1),
+                callback=lambda k, t, v: seen.add(k))
+    assert seen == {0}                                             # one restart unless asked for more
 
 
 def test_pgd_success_trace_after_the_last_restart_repeats_its_final_verdict():
