@@ -751,14 +751,10 @@ def test_pgd_returns_the_highest_loss_iterate_of_an_image_it_cannot_fool():
     sign(w), so PGD returns its last iterate ``x + steps alpha sign(w)`` with that iterate's loss,
     not the clean image."""
     w = 0.01 * torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 2))
-    with torch.no_grad():
-        model[1].weight.zero_()
-        model[1].weight[1] = w.flatten()
-        model[1].bias.copy_(torch.tensor([10.0, 0.0]))
+    model = _biased_two_class(w, 10.0)
     x = torch.full((2, 1, 28, 28), 0.5)
     y = torch.zeros(2, dtype=torch.long)
-    res = attacks.pgd(model.eval(), x, y, eps=0.1, steps=4, alpha=0.01, random_start=False, return_result=True)
+    res = attacks.pgd(model, x, y, eps=0.1, steps=4, alpha=0.01, random_start=False, return_result=True)
     assert not res.success.any()
     assert torch.allclose(res.x - x, (0.04 * w.sign()).expand_as(x), atol=1e-6)
     with torch.no_grad():
