@@ -7,7 +7,9 @@ import torch
 # default of one thread per core, any other busy process on the 2-core machine (a second pytest, a
 # mutation run, a chapter) leaves torch's OpenMP workers waiting for each other at every small op:
 # three tests of this suite took 158 s so, and 14 s with one thread, side by side on a loaded machine.
-torch.set_num_threads(1)
+from robustvae.numerics import THREADS  # noqa: E402
+
+torch.set_num_threads(THREADS)
 
 
 def _parse_the_mnist_sample_once() -> None:

@@ -258,11 +258,13 @@ def test_pgd_and_fgsm_equal_torchattacks_image_by_image(tiny_classifier_and_data
     assert torch.allclose(path[10], theirs, atol=1e-5)
 
 
-def _two_class_linear(w: torch.Tensor) -> nn.Module:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(w.numel(), 2, bias=False))
+def _two_class_linear(w: torch.Tensor, c: float = 0.0) -> nn.Module:
+    """Logits ``(c, w . x)``: label 0 is overturned once ``w . x > c``."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(w.numel(), 2))
     with torch.no_grad():
         model[1].weight.zero_()
         model[1].weight[1] = w.flatten()
+        model[1].bias.copy_(torch.tensor([c, 0.0]))
     return model.eval()
 
 
@@ -751,7 +753,7 @@ def test_pgd_returns_the_highest_loss_iterate_of_an_image_it_cannot_fool():
     sign(w), so PGD returns its last iterate ``x + steps alpha sign(w)`` with that iterate's loss,
     not the clean image."""
     w = 0.01 * torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    model = _biased_two_class(w, 10.0)
+    model = _two_class_linear(w, 10.0)
     x = torch.full((2, 1, 28, 28), 0.5)
     y = torch.zeros(2, dtype=torch.long)
     res = attacks.pgd(model, x, y, eps=0.1, steps=4, alpha=0.01, random_start=False, return_result=True)
@@ -761,16 +763,6 @@ def test_pgd_returns_the_highest_loss_iterate_of_an_image_it_cannot_fool():
         assert torch.allclose(res.value, F.cross_entropy(model(res.x), y, reduction="none"))
 
 
-def _biased_two_class(w: torch.Tensor, c: float) -> nn.Module:
-    """Logits ``(c, w . x)``: label 0 is overturned once ``w . x > c``."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(w.numel(), 2))
-    with torch.no_grad():
-        model[1].weight.zero_()
-        model[1].weight[1] = w.flatten()
-        model[1].bias.copy_(torch.tensor([c, 0.0]))
-    return model.eval()
-
-
 def test_pgd_keeps_the_highest_loss_restart_of_an_image_it_cannot_fool_and_the_first_of_a_tie():
     """Across restarts an image never fooled keeps the restart of highest loss (with no step, the
     best random start), and a tie keeps the earlier restart's image."""
@@ -778,14 +770,14 @@ def test_pgd_keeps_the_highest_loss_restart_of_an_image_it_cannot_fool_and_the_f
     x = torch.full((3, 1, 28, 28), 0.5)
     y = torch.zeros(3, dtype=torch.long)
     starts = {}
-    res = attacks.pgd(_biased_two_class(w - w.mean(), 10.0), x, y, eps=0.1, steps=0, restarts=3, return_result=True,
+    res = attacks.pgd(_two_class_linear(w - w.mean(), 10.0), x, y, eps=0.1, steps=0, restarts=3, return_result=True,
                       generator=torch.Generator().manual_seed(1), callback=lambda k, t, v: starts.setdefault(k, v.clone()))
     assert sorted(starts) == [0, 1, 2] and not res.success.any()
     assert torch.equal(res.value, res.trace[:, 0].max(0).values)
     best = res.trace[:, 0].argmax(0)
     assert torch.equal(res.x, torch.stack([starts[int(k)][i] for i, k in enumerate(best)]))
     starts.clear()
-    flat = attacks.pgd(_biased_two_class(torch.zeros(1, 1, 28, 28), 10.0), x, y, eps=0.1, steps=0, restarts=3,
+    flat = attacks.pgd(_two_class_linear(torch.zeros(1, 1, 28, 28), 10.0), x, y, eps=0.1, steps=0, restarts=3,
                        generator=torch.Generator().manual_seed(1), callback=lambda k, t, v: starts.setdefault(k, v.clone()))
     assert torch.equal(flat, starts[0]) and not torch.equal(flat, starts[2])      # a constant loss: the first
 
@@ -794,7 +786,7 @@ def test_pgd_restarts_only_while_a_random_start_can_differ_and_an_image_is_unfoo
     """Restarts run while some image is unfooled, even one alone; without a random start, or with
     eps = 0, a restart would repeat the first, so only one runs."""
     w = 0.01 * torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    model = _biased_two_class(w - w.mean(), 10.0)                  # cannot be fooled
+    model = _two_class_linear(w - w.mean(), 10.0)                  # cannot be fooled
     x1, y1 = torch.full((1, 1, 28, 28), 0.5), torch.zeros(1, dtype=torch.long)
     for kw, runs in ((dict(), [0, 1, 2]), (dict(random_start=False), [0]), (dict(eps=0.0), [0])):
         seen = set()
@@ -813,7 +805,7 @@ def test_pgd_success_trace_after_the_last_restart_repeats_its_final_verdict():
     second restart runs and the rest of the success trace holds that final verdict."""
     w = 0.01 * torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     w = w - w.mean()
-    model = _biased_two_class(w, 2.5 * 0.01 * w.abs().sum().item())
+    model = _two_class_linear(w, 2.5 * 0.01 * w.abs().sum().item())
     x = torch.full((1, 1, 28, 28), 0.5)
     res = attacks.pgd(model, x, torch.zeros(1, dtype=torch.long), eps=1.0, steps=3, alpha=0.01, restarts=3,
                       random_start=False, return_result=True)
