@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/mutation.py tcvae            # mutate robustvae/tcvae.py
     .venv/bin/python benchmarks/mutation.py attacks --tests tests/test_attacks.py tests/test_purify.py
+    .venv/bin/python benchmarks/mutation.py stats --by-hand 68 '(4 * n * n)' '(2 * n * n)' -k textbook
 
 mutmut 2 writes each mutant into the source file, so the run happens in a scratch copy of
 ``robustvae/`` and ``tests/`` (never in the working tree). Each mutant runs the module's own
@@ -16,7 +17,9 @@ mutmut 2.5.1 sometimes hangs with no test running; ``supervise`` then kills it a
 
 Writes ``benchmarks/results/mutation_<module>.json`` (counts, time, and the diff of every
 survivor) and updates ``benchmarks/results/mutation_summary.csv``. Every survivor must be
-killed by a new test or listed with its reason in ``tests/MUTANTS.md``.
+killed by a new test or listed with its reason in ``tests/MUTANTS.md``. ``--by-hand LINE OLD NEW``
+applies one such mutant to a scratch copy and runs the chosen tests, so each "killed by a new test"
+claim there can be repeated without a whole run.
 """
 
 from __future__ import annotations
@@ -272,6 +275,42 @@ def run(module: str, tests: list[str], keep: bool = False, functions: list[str] 
     return out
 
 
+def by_hand(module: str, line: int, old: str, new: str, tests: list[str], select: str | None = None,
+            keyword: str | None = None) -> tuple[bool, str]:
+    """Apply one mutant by hand (replace ``old`` by ``new`` once on ``line``, 1-based) in a scratch copy
+    of ``robustvae/`` and ``tests/``, run ``tests`` with ``-x`` and return (killed, pytest's last line).
+
+    This is how a survivor is shown killed by a new test without a whole mutmut run: tests/MUTANTS.md
+    lists each such mutant with its line and change, so the claim can be repeated.
+    Refuses (ValueError) a line that does not contain ``old``, or a change that leaves the line as it was.
+    """
+    src = ROOT / "robustvae" / f"{module}.py"
+    lines = src.read_text().split("\n")
+    if not 1 <= line <= len(lines) or old not in lines[line - 1]:
+        found = lines[line - 1].strip() if 1 <= line <= len(lines) else "(no such line)"
+        raise ValueError(f"robustvae/{module}.py line {line} does not contain {old!r}: {found}")
+    if old == new:
+        raise ValueError("the mutant must change the line")
+    scratch = Path(tempfile.mkdtemp(prefix=f"robustvae-byhand-{module}-"))
+    try:
+        for d in ("robustvae", "tests"):
+            shutil.copytree(ROOT / d, scratch / d, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+        lines[line - 1] = lines[line - 1].replace(old, new, 1)
+        (scratch / "robustvae" / f"{module}.py").write_text("\n".join(lines))
+        sel = (["-m", select] if select else []) + (["-k", keyword] if keyword else [])
+        env = {**os.environ, "PYTHONPATH": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *sel, *tests],
+                              cwd=scratch, env=env, capture_output=True, text=True)
+        out = proc.stdout.strip().splitlines()
+        if proc.returncode in (2, 3, 4, 5):   # interrupted, internal error, usage error, nothing collected
+            raise RuntimeError(f"pytest could not run the tests (exit {proc.returncode}):\n"
+                               + "\n".join(out[-20:]) + proc.stderr[-2000:])
+        return proc.returncode != 0, out[-1] if out else ""
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def write(result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"mutation_{result['module']}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -300,7 +339,18 @@ def main(argv=None) -> int:
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in its kept scratch copy")
     p.add_argument("--report-only", action="store_true", help="with --resume: summarise the cache, run nothing")
     p.add_argument("--keep", action="store_true", help="keep the scratch copy (to inspect survivors with mutmut show)")
+    p.add_argument("--by-hand", nargs=3, metavar=("LINE", "OLD", "NEW"),
+                   help="apply one mutant (OLD -> NEW once on LINE) to a scratch copy, run the tests, print KILLED "
+                        "or SURVIVED (exit 0 when killed, 1 when it survived); writes no result")
     args = p.parse_args(argv)
+    if args.by_hand:
+        line, old, new = args.by_hand
+        if not line.isdigit():
+            p.error(f"--by-hand LINE must be a line number, not {line!r}")
+        killed, last = by_hand(args.module, int(line), old, new, args.tests or TESTS[args.module],
+                               args.select or None, args.keyword)
+        print(f"{args.module}:{line} {old!r} -> {new!r}: {'KILLED' if killed else 'SURVIVED'} ({last})")
+        return 0 if killed else 1
     functions = args.functions or SCOPE.get(args.module)
     if functions == ["all"]:
         functions = None

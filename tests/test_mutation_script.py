@@ -90,3 +90,37 @@ def test_a_mutant_left_in_the_source_by_a_killed_mutmut_is_removed_before_the_re
     assert mutation.restore(tmp_path, "robustvae/m.py")
     assert (tmp_path / "robustvae" / "m.py").read_text() == "x = a * b\n"
     assert not mutation.restore(tmp_path, "robustvae/m.py")
+
+
+def _line_of(module: str, text: str) -> int:
+    from pathlib import Path
+    lines = (Path(__file__).resolve().parents[1] / "robustvae" / f"{module}.py").read_text().split("\n")
+    return next(i for i, s in enumerate(lines, 1) if text in s)
+
+
+def test_a_mutant_applied_by_hand_is_killed_or_survives_as_the_selected_tests_decide():
+    """--by-hand: one mutant in a scratch copy, judged by the chosen tests; the working tree is untouched."""
+    from pathlib import Path
+    mutation = load_script("benchmarks/mutation.py")
+    src = Path(mutation.ROOT) / "robustvae" / "stats.py"
+    before = src.read_text()
+    line = _line_of("stats", "z * z / (4 * n * n)")
+    wrong_half_width = (line, "(4 * n * n)", "(2 * n * n)")
+    killed, last = mutation.by_hand("stats", *wrong_half_width, ["tests/test_stats.py"], keyword="textbook")
+    assert killed and "failed" in last
+    # the same mutant, judged only by tests that never compute a Wilson interval, survives
+    killed, last = mutation.by_hand("stats", *wrong_half_width, ["tests/test_stats.py"], keyword="mcnemar")
+    assert not killed and "passed" in last
+    assert src.read_text() == before
+
+
+def test_a_mutant_by_hand_must_name_its_line_and_change_it():
+    import pytest
+    mutation = load_script("benchmarks/mutation.py")
+    line = _line_of("stats", "z * z / (4 * n * n)")
+    with pytest.raises(ValueError, match="does not contain"):
+        mutation.by_hand("stats", line + 1, "(4 * n * n)", "(2 * n * n)", ["tests/test_stats.py"])
+    with pytest.raises(ValueError, match="must change"):
+        mutation.by_hand("stats", line, "(4 * n * n)", "(4 * n * n)", ["tests/test_stats.py"])
+    with pytest.raises(RuntimeError, match="could not run"):
+        mutation.by_hand("stats", line, "(4 * n * n)", "(2 * n * n)", ["tests/test_stats.py"], keyword="no_such_test")
