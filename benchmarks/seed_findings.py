@@ -91,10 +91,23 @@ def code_cells(text: str) -> list[str]:
     return cells
 
 
+def library_code(text: str) -> str:
+    """A library module's code without its docstrings and comments (its syntax tree, as the model and
+    result caches key it: :func:`robustvae.cache.code_fingerprint`); the text itself if it does not parse."""
+    import ast
+
+    from robustvae.cache import _without_docstrings
+    try:
+        return ast.dump(_without_docstrings(ast.parse(text)))
+    except SyntaxError:
+        return text
+
+
 def changed_code(ran: str, rev: str = "HEAD") -> list[str]:
-    """The library files and chapters whose *code* differs between commits ``ran`` and ``rev``: any
-    change under ``robustvae/``, and a chapter whose code cells differ (an edit of its prose alone
-    cannot change a number, so it does not count)."""
+    """The library files and chapters whose *code* differs between commits ``ran`` and ``rev``: a
+    library file whose code differs (docstrings and comments left out), any other file under
+    ``robustvae/``, and a chapter whose code cells differ (an edit of prose alone cannot change a
+    number, so it does not count)."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
 
@@ -103,11 +116,13 @@ def changed_code(ran: str, rev: str = "HEAD") -> list[str]:
         return [f"(git cannot compare {ran} with {rev})"]
     changed = []
     for path in names.stdout.split():
-        if path.startswith("robustvae/"):
-            changed.append(path)
-            continue
         old, new = git("show", f"{ran}:{path}"), git("show", f"{rev}:{path}")
-        if old.returncode or new.returncode or code_cells(old.stdout) != code_cells(new.stdout):
+        if old.returncode or new.returncode:         # added or removed
+            changed.append(path)
+        elif path.startswith("robustvae/"):
+            if not path.endswith(".py") or library_code(old.stdout) != library_code(new.stdout):
+                changed.append(path)
+        elif code_cells(old.stdout) != code_cells(new.stdout):
             changed.append(path)
     return changed
 

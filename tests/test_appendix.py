@@ -182,5 +182,7 @@ def test_a_rerun_is_stale_when_code_changed_but_not_when_only_prose_did(tmp_path
     with pytest.raises(SystemExit, match="01_a.md"):
         mod.require_current_code("r", {"commit": ran}, "HEAD")
     git("revert", "--no-edit", "HEAD")
+    edit("robustvae/m.py", '"""Now documented."""\n# and commented\nx = 1  # one\n')
+    assert mod.changed_code(ran) == []                                   # documentation only
     edit("robustvae/m.py", "x = 2\n")
     assert mod.changed_code(ran) == ["robustvae/m.py"]
