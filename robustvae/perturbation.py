@@ -93,8 +93,10 @@ def _check_eps(eps: float) -> float:
 def rts(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Rotate, scale and translate ``x`` (B, 1, H, W) by ``params`` (B, 4) = (angle in degrees, scale, dx, dy in pixels).
 
-    The digit is rotated counter-clockwise by ``angle``, magnified by ``scale`` about the image
-    centre and moved by ``(dx, dy)`` pixels (right, down); bilinear resampling, zeros outside.
+    The digit is rotated clockwise as displayed (rows run downward) by ``angle``, magnified by
+    ``scale`` about the image centre and moved by ``(dx, dy)`` pixels (right, down); bilinear
+    resampling, zeros outside. (The opposite sense to :func:`robustvae.calibration.rotate`; the
+    sampled angles are symmetric about 0, so no set depends on it.)
     """
     _check_images(x)
     if params.shape != (len(x), 4):

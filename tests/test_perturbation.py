@@ -28,8 +28,30 @@ def test_rts_identity_and_shift(digits):
     shifted = P.rts(x, torch.tensor([[0.0, 1.0, 2.0, 0.0]]).repeat(len(x), 1))
     assert torch.allclose(shifted[..., 2:], x[..., :-2], atol=1e-5)       # two pixels to the right
     rot = P.rts(x, torch.tensor([[90.0, 1.0, 0.0, 0.0]]).repeat(len(x), 1))
-    assert torch.allclose(rot, torch.rot90(x, 1, dims=(2, 3)), atol=1e-4) or \
-        torch.allclose(rot, torch.rot90(x, -1, dims=(2, 3)), atol=1e-4)
+    assert torch.allclose(rot, torch.rot90(x, -1, dims=(2, 3)), atol=1e-4)       # clockwise as displayed
+
+
+def _blob(u, v, size=28, sigma=1.5):
+    """A Gaussian spot centred (u, v) pixels right of and below the image centre, and the pixel offsets."""
+    c = torch.arange(size) + 0.5 - size / 2
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    return torch.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * sigma ** 2))[None, None], xx, yy
+
+
+@pytest.mark.parametrize("angle, scale, dx, dy", [(0.0, 1.25, 0.0, 0.0), (0.0, 0.7, 0.0, 0.0),
+                                                  (30.0, 1.2, 1.5, -2.0), (-45.0, 0.7, 3.0, 3.0)])
+def test_rts_moves_a_spot_where_the_motion_puts_its_centre(angle, scale, dx, dy):
+    """Independent truth: a spot at offset (u, v) from the centre goes to scale * R(angle) (u, v) + (dx, dy),
+    R clockwise as displayed, and its mass is multiplied by scale^2 (area grows as the square)."""
+    u, v = 4.0, 2.0
+    spot, xx, yy = _blob(u, v)
+    out = P.rts(spot, torch.tensor([[angle, scale, dx, dy]]))
+    a = math.radians(angle)
+    want = (scale * (u * math.cos(a) - v * math.sin(a)) + dx, scale * (u * math.sin(a) + v * math.cos(a)) + dy)
+    mass = out.sum()
+    got = (((out[0, 0] * xx).sum() / mass).item(), ((out[0, 0] * yy).sum() / mass).item())
+    assert got == pytest.approx(want, abs=0.02)
+    assert mass.item() == pytest.approx(scale ** 2 * spot.sum().item(), rel=1e-3)
 
 
 @pytest.mark.parametrize("family", P.SET_FAMILIES)
