@@ -114,6 +114,42 @@ def test_cvae_shapes_and_finite_elbo(digits, generator):
     assert all(p.grad is not None for p in model.parameters())
 
 
+
+def test_elbo_samples_z_from_the_posterior_and_scores_a_known_generator_in_closed_form():
+    """A posterior fixed at N(m, diag(s^2)) with s far from 1 and a generator that outputs 1/2 everywhere:
+    the sampled z must have mean m and standard deviation s, ``rec`` is 784 log(1/2) whatever x~ is, and
+    ``kl`` is the Gaussian KL written out per dimension."""
+    class Fixed(nn.Module):
+        def __init__(self, mu, log_var):
+            super().__init__()
+            self.mu, self.log_var = mu, log_var
+
+        def forward(self, inp):
+            return self.mu.expand(len(inp), -1), self.log_var.expand(len(inp), -1)
+
+    class Half(nn.Module):
+        def forward(self, z, x):
+            self.z = z
+            return torch.full_like(x, 0.5)
+
+    m, s = torch.tensor([[1.0, -2.0, 0.5]]), torch.tensor([[0.5, 0.25, 3.0]])
+    mp, sp = torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.5]])
+    cvae = P.PerturbationCVAE(latent_dim=3, width=4, hidden=8)
+    cvae.posterior, cvae.prior, cvae.generator = Fixed(m, 2 * s.log()), Fixed(mp, 2 * sp.log()), Half()
+    n = 20000
+    x, x_tilde = torch.zeros(n, 1, 28, 28), torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = cvae.elbo(x, x_tilde)
+    z = cvae.generator.z
+    # the sample mean and std are within 5 standard errors of the posterior's
+    assert (z.mean(0) - m[0]).abs().max() < 5 * s.max() / math.sqrt(n)
+    assert torch.allclose(z.std(0), s[0], rtol=0.03)
+    assert torch.allclose(out["rec"], torch.full((n,), 784 * math.log(0.5)), rtol=1e-5)
+    kl = (torch.log(sp / s) + (s ** 2 + (m - mp) ** 2) / (2 * sp ** 2) - 0.5).sum()
+    assert torch.allclose(out["kl"], kl.expand(n), rtol=1e-5)
+    assert torch.allclose(out["elbo"], out["rec"] - kl, rtol=1e-5)
+
 def test_kl_zero_iff_posterior_equals_prior():
     torch.manual_seed(0)
     mu, lv = torch.randn(5, 3), torch.randn(5, 3)
