@@ -212,6 +212,64 @@ def test_latent_pgd_stays_in_radius_and_raises_the_loss(cvae, digits):
         assert F.cross_entropy(clf(x_big), y) > F.cross_entropy(clf(cvae.generate(torch.zeros_like(u), x)), y)
 
 
+
+class _FixedGaussian(nn.Module):
+    """A prior or posterior net that ignores its input: N(mu, diag(e^log_var)) for every image."""
+
+    def __init__(self, mu, log_var):
+        super().__init__()
+        self.mu, self.log_var = mu, log_var
+
+    def forward(self, inp):
+        return self.mu.expand(len(inp), -1), self.log_var.expand(len(inp), -1)
+
+
+class _LinearGenerator(nn.Module):
+    """g(z, x) = x + z A: the set S(x) is an ellipsoid of images around x."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a = a
+
+    def forward(self, z, x):
+        return x + (z @ self.a).view_as(x)
+
+
+def test_latent_projection_keeps_points_inside_the_ball_and_sends_the_others_to_its_surface():
+    u = torch.tensor([[0.3, 0.4], [3.0, 4.0], [0.0, 0.0], [-1.0, 0.0]])
+    want = torch.tensor([[0.3, 0.4], [0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]])   # eps = 1: the nearest point of the ball
+    assert torch.allclose(P._project(u, 1.0), want)
+    v = torch.randn(500, 5, generator=torch.Generator().manual_seed(0)) * 2
+    out = P._project(v, 1.5)
+    inside = v.norm(dim=1) <= 1.5
+    assert inside.any() and (~inside).any()
+    assert torch.equal(out[inside], v[inside])
+    assert torch.allclose(out[~inside].norm(dim=1), torch.full(((~inside).sum(),), 1.5))
+    assert torch.allclose(out[~inside] / 1.5, v[~inside] / v[~inside].norm(dim=1, keepdim=True), atol=1e-6)
+
+
+def test_latent_pgd_finds_the_closed_form_worst_point_of_a_linear_set():
+    """A linear generator g = x + (mu + sigma u) A and a linear two-class model: the cross-entropy of class 0
+    grows with w.g, so the worst point of the ball is u* = eps v / ||v||, v = sigma (A w). PGD must reach it;
+    with no steps it returns its random start (radius uniform in [0, eps])."""
+    torch.manual_seed(0)
+    d, eps = 3, 1.5
+    a, w = torch.randn(d, 784) * 0.05, torch.randn(784)
+    sigma = torch.tensor([[1.0, 0.5, 2.0]])
+    cvae = P.PerturbationCVAE(latent_dim=d, width=4, hidden=8)
+    cvae.prior, cvae.generator = _FixedGaussian(torch.tensor([[0.3, -0.2, 0.1]]), 2 * sigma.log()), _LinearGenerator(a)
+    clf = lambda img: torch.stack([torch.zeros(len(img)), img.flatten(1) @ w], 1)
+    x, y = 0.01 * torch.rand(64, 1, 28, 28), torch.zeros(64, dtype=torch.long)    # moderate logits: no saturated loss
+    v = sigma[0] * (a @ w)
+    worst = eps * v / v.norm()
+    x_adv, u = P.latent_pgd(cvae, clf, x, y, eps, steps=10, alpha=eps, generator=torch.Generator().manual_seed(0))
+    assert (u - worst).norm(dim=1).max() < 0.02 * eps
+    assert torch.allclose(x_adv, cvae.generate(u, x), atol=1e-6)
+    _, start = P.latent_pgd(cvae, clf, x, y, eps, steps=0, generator=torch.Generator().manual_seed(0))
+    r = start.norm(dim=1) / eps
+    assert (r <= 1 + 1e-6).all() and r.min() < 0.2 and r.max() > 0.8
+    assert ((start - worst).norm(dim=1) > 0.1).all()
+
 def test_approximation_error_shrinks_with_radius(cvae, digits):
     x, _ = digits
     x_t = P.rts(x, P.sample_rts_params(len(x), torch.Generator().manual_seed(1)))
