@@ -534,7 +534,8 @@ def approximation_error(cvae: PerturbationCVAE, x: torch.Tensor, x_tilde: torch.
     The search starts at the posterior's offset ``(mu_q - mu(x)) / sigma(x)`` projected on the
     ball (as the authors' ``eval.py`` does) and takes ``steps`` normalised-gradient steps on the
     squared error, projecting back each time (:func:`robustvae.attacks.ascend` on its
-    negative); the best iterate counts. This is the paper's
+    negative); the best iterate counts. ``alpha`` defaults to ``2.5 * max(eps, 1e-3) / steps``
+    (``/ 1`` when ``steps`` is 0). This is the paper's
     "necessary subset" property: observed perturbations should lie close to S(x).
     """
     eps = _check_eps(eps)

@@ -218,7 +218,7 @@ class _FixedGaussian(nn.Module):
 
     def __init__(self, mu, log_var):
         super().__init__()
-        self.mu, self.log_var = mu, log_var
+        self.mu, self.log_var = nn.Parameter(mu, requires_grad=False), nn.Parameter(log_var, requires_grad=False)
 
     def forward(self, inp):
         return self.mu.expand(len(inp), -1), self.log_var.expand(len(inp), -1)
@@ -280,6 +280,61 @@ def test_approximation_error_shrinks_with_radius(cvae, digits):
     assert torch.allclose(e0, centre, atol=1e-4)
     assert (e2 <= e0 + 1e-4).all() and e2.mean() < e0.mean()
 
+
+
+def _linear_set(d=3, c=0.2, sigma=None, seed=0):
+    """A CVAE whose set is linear: prior N(0, diag(sigma^2)), posterior at the prior mean (the search starts
+    at u = 0), generator g = x + z A with A = c Q, Q's rows orthonormal."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(784, d, generator=g))
+    sigma = torch.ones(1, d) if sigma is None else sigma
+    cvae = P.PerturbationCVAE(latent_dim=d, width=4, hidden=8)
+    cvae.prior = _FixedGaussian(torch.zeros(1, d), 2 * sigma.log())
+    cvae.posterior = _FixedGaussian(torch.zeros(1, d), torch.zeros(1, d))
+    cvae.generator = _LinearGenerator(c * q.T)
+    return cvae
+
+
+def test_approximation_error_is_the_distance_to_a_linear_set_in_closed_form():
+    """With g = x + c u Q and an isotropic prior, ||g(u) - x~|| = c ||u - u_t|| for x~ = g(u_t): the error over
+    the ball is c (||u_t|| - eps) for a target outside it, and at most c alpha / 2 for one inside (the
+    default 30 steps of alpha = 2.5 eps / 30 walk to it from the centre)."""
+    c, eps = 0.2, 2.0
+    cvae = _linear_set(c=c)
+    g = torch.Generator().manual_seed(1)
+    direction = torch.randn(8, 3, generator=g)
+    direction = direction / direction.norm(dim=1, keepdim=True)
+    x = 0.5 * torch.ones(8, 1, 28, 28)
+    with torch.no_grad():
+        outside = cvae.generate(3.0 * direction, x)
+        inside = cvae.generate(0.5 * eps * direction, x)
+    err = P.approximation_error(cvae, x, outside, eps)
+    assert torch.allclose(err, torch.full((8,), c * (3.0 - eps)), rtol=1e-4)
+    err = P.approximation_error(cvae, x, inside, eps)
+    assert (err <= c * (2.5 * eps / 30) / 2 + 1e-5).all()
+    assert torch.allclose(P.approximation_error(cvae, x, inside, 0.0), torch.full((8,), c * 0.5 * eps), rtol=1e-4)
+
+
+@pytest.mark.parametrize("steps", [1, 10])
+def test_latent_searches_use_their_documented_step_sizes(steps):
+    """latent_pgd: alpha = 2.5 eps / steps; approximation_error: 2.5 max(eps, 1e-3) / steps, 30 steps."""
+    cvae = _linear_set(sigma=torch.tensor([[1.0, 0.5, 2.0]]))
+    torch.manual_seed(0)
+    w = torch.randn(784)
+    clf = lambda img: torch.stack([torch.zeros(len(img)), img.flatten(1) @ w], 1)
+    x, y = 0.01 * torch.rand(16, 1, 28, 28), torch.zeros(16, dtype=torch.long)
+    with torch.no_grad():       # targets outside every ball tried: each step gets closer
+        x_t = cvae.generate(3.0 * torch.randn(16, 3).sign(), x)
+    cvae.posterior = _FixedGaussian(torch.tensor([[0.1, -0.1, 0.05]]), torch.zeros(1, 3))   # start off-centre
+    for eps in (0.5, 2.0):
+        run = lambda **kw: P.latent_pgd(cvae, clf, x, y, eps, steps=steps, generator=torch.Generator().manual_seed(0), **kw)[1]
+        assert torch.equal(run(), run(alpha=2.5 * eps / steps))
+        assert not torch.equal(run(), run(alpha=3.5 * eps / steps))
+        err = lambda **kw: P.approximation_error(cvae, x, x_t, eps, **kw)
+        assert torch.equal(err(steps=steps), err(steps=steps, alpha=2.5 * eps / steps))
+        assert not torch.equal(err(steps=steps), err(steps=steps, alpha=3.5 * eps / steps))
+    assert torch.equal(P.approximation_error(cvae, x, x_t, 1.0), P.approximation_error(cvae, x, x_t, 1.0, steps=30))
+    assert not torch.equal(P.approximation_error(cvae, x, x_t, 1.0), P.approximation_error(cvae, x, x_t, 1.0, steps=29))
 
 def test_latent_radius_matches_definition(cvae, digits):
     x, _ = digits
