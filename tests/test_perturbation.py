@@ -315,6 +315,23 @@ def test_approximation_error_is_the_distance_to_a_linear_set_in_closed_form():
     assert torch.allclose(P.approximation_error(cvae, x, inside, 0.0), torch.full((8,), c * 0.5 * eps), rtol=1e-4)
 
 
+
+def test_approximation_error_starts_at_the_posterior_offset():
+    """With no steps the error is that of the start: the posterior mean's offset (mu_q - mu) / sigma in the
+    prior's normalised coordinates, projected on the ball; there g = x + mu_q A (inside) or the projected point."""
+    m_p, sigma, mu_q = torch.tensor([[0.5, -1.0, 0.2]]), torch.tensor([[2.0, 0.5, 1.5]]), torch.tensor([[1.0, 0.0, -0.4]])
+    cvae = _linear_set(c=0.3)
+    cvae.prior = _FixedGaussian(m_p, 2 * sigma.log())
+    cvae.posterior = _FixedGaussian(mu_q, torch.zeros(1, 3))
+    a = cvae.generator.a
+    x = 0.5 * torch.ones(4, 1, 28, 28)
+    x_t = x + 0.05 * torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    offset = (mu_q - m_p) / sigma                                  # norm about 2.1
+    for eps in (10.0, 1.0):
+        u0 = offset * min(1.0, eps / offset.norm().item())
+        want = (x + ((m_p + sigma * u0) @ a).view(1, 1, 28, 28) - x_t).flatten(1).norm(dim=1)
+        assert torch.allclose(P.approximation_error(cvae, x, x_t, eps, steps=0), want, rtol=1e-5)
+
 @pytest.mark.parametrize("steps", [1, 10])
 def test_latent_searches_use_their_documented_step_sizes(steps):
     """latent_pgd: alpha = 2.5 eps / steps; approximation_error: 2.5 max(eps, 1e-3) / steps, 30 steps."""
