@@ -371,6 +371,13 @@ def test_distance_to_family_finds_the_true_grid_point(digits):
     dist, best = P.distance_to_family(samples, x[:3], grid)
     assert (dist < 1e-2).all()          # cdist works through matrix products: tiny rounding
     assert torch.allclose(best[0], params)
+    # the default grid is rts_grid()'s; a sample off the grid is at its true distance from the nearest point
+    default = P.rts_grid()
+    on = P.rts(x[:2], default[[5, 2000]])
+    off = on + 0.1 * torch.ones_like(on)
+    dist, best = P.distance_to_family(torch.stack([on, off]), x[:2])
+    assert (dist[0] < 1e-2).all() and torch.allclose(best[0], default[[5, 2000]])
+    assert torch.allclose(dist[1], torch.full((2,), 0.1 * 28), atol=1e-2) and torch.allclose(best[1], best[0])
 
 
 def test_bad_parameters_raise(cvae, digits):
