@@ -441,6 +441,21 @@ def test_grid_worst_case_is_the_minimum_over_the_grid():
         P.grid_worst_case(clf, x, y, torch.zeros(3, 3))
 
 
+
+def test_grid_worst_case_visits_the_grid_farthest_from_the_identity_first(monkeypatch):
+    """The documented order: every grid point once, by |angle| / 45 + |scale - 1| / 0.3 + |dx| / 3 + |dy| / 3
+    (each range's half-width) from largest to smallest; ties in grid order."""
+    seen = []
+    monkeypatch.setattr(P, "_correct_under", lambda clf, x, y, params, bs: seen.append(params) or torch.ones(len(x), dtype=torch.bool))
+    corners = P.rts_grid(2, 2, 2)
+    grid = torch.cat([P.sample_rts_params(200, torch.Generator().manual_seed(0)), corners])   # no ties but the corners
+    P.grid_worst_case(nn.Identity(), torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), grid)
+    seen = torch.stack(seen)
+    far = (seen[:, 0].abs() / 45 + (seen[:, 1] - 1).abs() / 0.3 + seen[:, 2].abs() / 3 + seen[:, 3].abs() / 3)
+    assert len(seen) == len(grid) and (far[1:] <= far[:-1] + 1e-5).all()
+    assert torch.allclose(far[:16], torch.full((16,), 4.0))              # the 16 corners first
+
+
 def test_grid_worst_case_agrees_with_the_exhaustive_search(digits):
     """On a real (tiny) classifier and random digits: robust exactly where every grid point is
     classified correctly, whatever order the early-exit search visits them in."""
