@@ -177,6 +177,9 @@ def test_mlp_layers_alternate_with_maxmin_and_a_single_layer_is_allowed():
     assert [type(m).__name__ for m in net.net] == ["LipschitzLinear"] and net(torch.randn(2, 5)).shape == (2, 3)
     net.tighten()
     assert net.lipschitz_bound() == pytest.approx(2.0, rel=1e-5)
+    flat = LipschitzMLP([4, 6, 2], 0.0).eval()               # a zero constant is allowed: a constant map
+    x = torch.randn(5, 4)
+    assert torch.allclose(flat(x), flat(torch.zeros(1, 4)).expand(5, 2)) and flat.lipschitz_bound() == 0.0
 
 
 def test_encoder_std_network_width_defaults_to_the_mean_network_width():

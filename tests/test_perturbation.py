@@ -454,6 +454,11 @@ def test_grid_worst_case_visits_the_grid_farthest_from_the_identity_first(monkey
     far = (seen[:, 0].abs() / 45 + (seen[:, 1] - 1).abs() / 0.3 + seen[:, 2].abs() / 3 + seen[:, 3].abs() / 3)
     assert len(seen) == len(grid) and (far[1:] <= far[:-1] + 1e-5).all()
     assert torch.allclose(far[:16], torch.full((16,), 4.0))              # the 16 corners first
+    # an image leaves the search at its first misclassified copy: when none is left, the search stops
+    calls = []
+    monkeypatch.setattr(P, "_correct_under", lambda clf, x, y, params, bs: calls.append(params) or torch.zeros(len(x), dtype=torch.bool))
+    P.grid_worst_case(nn.Identity(), torch.ones(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), grid)   # not memoized
+    assert len(calls) == 1
 
 
 def test_grid_worst_case_agrees_with_the_exhaustive_search(digits):
