@@ -188,6 +188,12 @@ def test_encoder_std_network_width_defaults_to_the_mean_network_width():
     enc = lipschitz.LipschitzEncoder(4, hidden=12, mean_lipschitz=1.0, std_lipschitz=1.0, std_max=0.5,
                                      std_hidden=8, in_features=6)
     assert enc.std_net.linear_layers()[0].linear.out_features == 8
+    # the VAE passes its width on, and refuses an odd width in either network before building anything
+    vae = lipschitz.LipschitzVAE(latent_dim=4, hidden=12)
+    assert vae.encoder.std_net.linear_layers()[0].linear.out_features == 12
+    for hidden, std_hidden in ((12, 7), (11, 8), (11, 7)):
+        with pytest.raises(ValueError, match="must be even"):
+            lipschitz.LipschitzVAE(latent_dim=4, hidden=hidden, std_hidden=std_hidden)
 
 
 def test_std_is_the_raw_std_projected_onto_the_ball_and_log_var_is_twice_its_log():
