@@ -2,6 +2,8 @@
 
 import sqlite3
 
+import pytest
+
 from tests.scripts import load_script
 
 
@@ -98,6 +100,7 @@ def _line_of(module: str, text: str) -> int:
     return next(i for i, s in enumerate(lines, 1) if text in s)
 
 
+@pytest.mark.slow
 def test_a_mutant_applied_by_hand_is_killed_or_survives_as_the_selected_tests_decide():
     """--by-hand: one mutant in a scratch copy, judged by the chosen tests; the working tree is untouched."""
     from pathlib import Path
@@ -112,15 +115,14 @@ def test_a_mutant_applied_by_hand_is_killed_or_survives_as_the_selected_tests_de
     killed, last = mutation.by_hand("stats", *wrong_half_width, ["tests/test_stats.py"], keyword="mcnemar")
     assert not killed and "passed" in last
     assert src.read_text() == before
+    with pytest.raises(RuntimeError, match="could not run"):       # a selection that runs no test is no verdict
+        mutation.by_hand("stats", *wrong_half_width, ["tests/test_stats.py"], keyword="no_such_test")
 
 
 def test_a_mutant_by_hand_must_name_its_line_and_change_it():
-    import pytest
     mutation = load_script("benchmarks/mutation.py")
     line = _line_of("stats", "z * z / (4 * n * n)")
     with pytest.raises(ValueError, match="does not contain"):
         mutation.by_hand("stats", line + 1, "(4 * n * n)", "(2 * n * n)", ["tests/test_stats.py"])
     with pytest.raises(ValueError, match="must change"):
         mutation.by_hand("stats", line, "(4 * n * n)", "(4 * n * n)", ["tests/test_stats.py"])
-    with pytest.raises(RuntimeError, match="could not run"):
-        mutation.by_hand("stats", line, "(4 * n * n)", "(2 * n * n)", ["tests/test_stats.py"], keyword="no_such_test")
