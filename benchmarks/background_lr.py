@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     table = collect(ROOT / "book", d)
     args.out.write_text(profile_header(head, m, job, "background") + table.to_csv(index=False))
     print(table.to_string(index=False))
-    print(f"written {args.out.relative_to(ROOT)}")
+    print(f"written {args.out}")
     return 0
 
 

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     table = collect(ROOT / "book", d, (CHAPTER,), KEY_NUMBERS, LABEL)
     args.out.write_text(profile_header(head, m, job, "longer-set", f" ({params})") + table.to_csv(index=False))
     print(table.to_string(index=False))
-    print(f"written {args.out.relative_to(ROOT)}")
+    print(f"written {args.out}")
     return 0
 
 

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(f"# commit {head}; book: the chapters' default sizes; more inputs: "
                         f"{COMMAND.split('--profile ', 1)[1]}\n" + table.to_csv(index=False))
     print(table.to_string(index=False))
-    print(f"written {args.out.relative_to(ROOT)}")
+    print(f"written {args.out}")
     return 0
 
 

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     all_held = (findings["held"].str.split(" of ").apply(lambda p: p[0] == p[1] and p[1] != "0")).sum()
     print(f"{len(findings)} findings; held on every seed where checked: {all_held}")
     print(findings[findings["held"].str.split(" of ").apply(lambda p: p[0] != p[1])].to_string(index=False))
-    print(f"written {args.out.relative_to(ROOT)}")
+    print(f"written {args.out}")
     return 0
 
 
