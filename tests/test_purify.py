@@ -239,3 +239,7 @@ def test_bpda_is_stochastic_exactly_when_its_purifier_is(tiny):
     assert purify.BPDA(torch.nn.Identity()).stochastic is False          # a module that says nothing
     assert purify.BPDA(purify.Reconstruct(vae)).stochastic is False
     assert purify.BPDA(purify.LatentSearch(vae, restarts=2)).stochastic is True
+    # the latent search's wrappers are as stochastic as the search they wrap
+    for wrapper in (purify.TangentBPDA, purify.UnrolledLatentSearch):
+        assert wrapper(purify.LatentSearch(vae, restarts=2)).stochastic is True
+        assert wrapper(purify.LatentSearch(vae, restarts=1)).stochastic is False
