@@ -38,8 +38,12 @@ def test_defended_averages_softmax_over_samples(tiny):
     probs = F.softmax(clf(p(x.repeat(3, 1, 1, 1))), dim=1).view(3, len(x), -1).mean(0)
     assert torch.allclose(logits, probs.log(), atol=1e-5)
     assert torch.equal(purify.Defended(clf)(x), clf(x))
-    with pytest.raises(ValueError, match="stochastic purifier"):
-        purify.Defended(clf, purify.Reconstruct(vae), n_samples=4)
+    for n in (2, 4):                      # a deterministic purifier, or one that does not say, is refused
+        for purifier in (purify.Reconstruct(vae), torch.nn.Identity()):
+            with pytest.raises(ValueError, match="stochastic purifier"):
+                purify.Defended(clf, purifier, n_samples=n)
+    assert purify.Defended(clf).stochastic is False and purify.Defended(clf, torch.nn.Identity()).stochastic is False
+    assert purify.Defended(clf, p).stochastic is True
     with pytest.raises(ValueError, match="n_samples"):
         purify.Defended(clf, p, n_samples=0)
 
@@ -145,6 +149,30 @@ def test_correct_is_seeded_and_leaves_the_global_rng_alone(tiny):
     a = purify.correct(model, x, y, seed=3)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a, purify.correct(model, x, y, seed=3)) and a.dtype == torch.bool
+
+
+def test_correct_is_argmax_against_the_label_in_every_batch_under_its_seed():
+    """Independent truth: a model of random logits (torch.rand) is judged image by image as argmax == label,
+    on the numbers torch.manual_seed(seed) draws in one batch; a model with no parameters works too."""
+    torch.manual_seed(0)
+    x, y = torch.rand(7, 3), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+
+    class RandomLogits(torch.nn.Module):        # no parameters: the device is the input's
+        def forward(self, v):
+            return torch.rand(len(v), 3)
+
+    def truth(seed):
+        torch.manual_seed(seed)
+        return RandomLogits()(x).argmax(1) == y
+
+    assert truth(0).any() and not truth(0).all()
+    assert torch.equal(purify.correct(RandomLogits(), x, y), truth(0))             # the default seed is 0
+    for seed in (4, 11):
+        assert torch.equal(purify.correct(RandomLogits(), x, y, seed=seed), truth(seed))
+    linear = torch.nn.Linear(3, 3)                 # with parameters, in batches of 3 (7 = 3 + 3 + 1)
+    with torch.no_grad():
+        want = linear(x).argmax(1) == y
+    assert torch.equal(purify.correct(linear, x, y, batch_size=3), want) and want.any() and not want.all()
 
 
 def test_defense_vae_config_validation():
