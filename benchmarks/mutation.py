@@ -213,16 +213,22 @@ def supervise(cmd: list[str], scratch: Path, env: dict, idle: float = 45.0, poll
             return subprocess.CompletedProcess(cmd, -9, "".join(out), "mutmut kept hanging without progress")
 
 
+def scratch_copy(prefix: str) -> Path:
+    """A new temporary directory holding copies of ``robustvae/``, ``tests/`` and ``pyproject.toml``."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    for d in ("robustvae", "tests"):
+        shutil.copytree(ROOT / d, scratch / d, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+    return scratch
+
+
 def run(module: str, tests: list[str], keep: bool = False, functions: list[str] | None = None,
         select: str | None = None, keyword: str | None = None, resume: str | None = None,
         report_only: bool = False) -> dict:
     if resume:   # mutmut keeps its results in .mutmut-cache: only untested mutants run again
         scratch = Path(resume)
     else:
-        scratch = Path(tempfile.mkdtemp(prefix=f"robustvae-mutation-{module}-"))
-        for d in ("robustvae", "tests"):
-            shutil.copytree(ROOT / d, scratch / d, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+        scratch = scratch_copy(f"robustvae-mutation-{module}-")
     rel = f"robustvae/{module}.py"
     if not resume:
         (scratch / ".pristine").mkdir()
@@ -291,11 +297,8 @@ def by_hand(module: str, line: int, old: str, new: str, tests: list[str], select
         raise ValueError(f"robustvae/{module}.py line {line} does not contain {old!r}: {found}")
     if old == new:
         raise ValueError("the mutant must change the line")
-    scratch = Path(tempfile.mkdtemp(prefix=f"robustvae-byhand-{module}-"))
+    scratch = scratch_copy(f"robustvae-byhand-{module}-")
     try:
-        for d in ("robustvae", "tests"):
-            shutil.copytree(ROOT / d, scratch / d, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
         lines[line - 1] = lines[line - 1].replace(old, new, 1)
         (scratch / "robustvae" / f"{module}.py").write_text("\n".join(lines))
         sel = (["-m", select] if select else []) + (["-k", keyword] if keyword else [])

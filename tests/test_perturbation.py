@@ -118,14 +118,6 @@ def test_elbo_samples_z_from_the_posterior_and_scores_a_known_generator_in_close
     """A posterior fixed at N(m, diag(s^2)) with s far from 1 and a generator that outputs 1/2 everywhere:
     the sampled z must have mean m and standard deviation s, ``rec`` is 784 log(1/2) whatever x~ is, and
     ``kl`` is the Gaussian KL written out per dimension."""
-    class Fixed(nn.Module):
-        def __init__(self, mu, log_var):
-            super().__init__()
-            self.mu, self.log_var = mu, log_var
-
-        def forward(self, inp):
-            return self.mu.expand(len(inp), -1), self.log_var.expand(len(inp), -1)
-
     class Half(nn.Module):
         def forward(self, z, x):
             self.z = z
@@ -134,7 +126,8 @@ def test_elbo_samples_z_from_the_posterior_and_scores_a_known_generator_in_close
     m, s = torch.tensor([[1.0, -2.0, 0.5]]), torch.tensor([[0.5, 0.25, 3.0]])
     mp, sp = torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[1.0, 2.0, 0.5]])
     cvae = P.PerturbationCVAE(latent_dim=3, width=4, hidden=8)
-    cvae.posterior, cvae.prior, cvae.generator = Fixed(m, 2 * s.log()), Fixed(mp, 2 * sp.log()), Half()
+    cvae.posterior, cvae.prior = _FixedGaussian(m, 2 * s.log()), _FixedGaussian(mp, 2 * sp.log())
+    cvae.generator = Half()
     n = 20000
     x, x_tilde = torch.zeros(n, 1, 28, 28), torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
