@@ -241,16 +241,27 @@ def test_latent_projection_keeps_points_inside_the_ball_and_sends_the_others_to_
     assert torch.allclose(out[~inside] / 1.5, v[~inside] / v[~inside].norm(dim=1, keepdim=True), atol=1e-6)
 
 
+def _linear_set(d=3, c=0.2, sigma=None, mu=None, seed=0):
+    """A CVAE whose set is linear: prior N(mu, diag(sigma^2)) (mu = 0 by default), posterior at 0 (the search
+    starts at u = -mu / sigma, 0 by default), generator g = x + z A with A = c Q, Q's rows orthonormal."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(784, d, generator=g))
+    sigma = torch.ones(1, d) if sigma is None else sigma
+    cvae = P.PerturbationCVAE(latent_dim=d, width=4, hidden=8)
+    cvae.prior = _FixedGaussian(torch.zeros(1, d) if mu is None else mu, 2 * sigma.log())
+    cvae.posterior = _FixedGaussian(torch.zeros(1, d), torch.zeros(1, d))
+    cvae.generator = _LinearGenerator(c * q.T)
+    return cvae
+
+
 def test_latent_pgd_finds_the_closed_form_worst_point_of_a_linear_set():
     """A linear generator g = x + (mu + sigma u) A and a linear two-class model: the cross-entropy of class 0
     grows with w.g, so the worst point of the ball is u* = eps v / ||v||, v = sigma (A w). PGD must reach it;
     with no steps it returns its random start (radius uniform in [0, eps])."""
     torch.manual_seed(0)
-    d, eps = 3, 1.5
-    a, w = torch.randn(d, 784) * 0.05, torch.randn(784)
-    sigma = torch.tensor([[1.0, 0.5, 2.0]])
-    cvae = P.PerturbationCVAE(latent_dim=d, width=4, hidden=8)
-    cvae.prior, cvae.generator = _FixedGaussian(torch.tensor([[0.3, -0.2, 0.1]]), 2 * sigma.log()), _LinearGenerator(a)
+    eps, w, sigma = 1.5, torch.randn(784), torch.tensor([[1.0, 0.5, 2.0]])
+    cvae = _linear_set(sigma=sigma, mu=torch.tensor([[0.3, -0.2, 0.1]]))
+    a = cvae.generator.a
     clf = lambda img: torch.stack([torch.zeros(len(img)), img.flatten(1) @ w], 1)
     x, y = 0.01 * torch.rand(64, 1, 28, 28), torch.zeros(64, dtype=torch.long)    # moderate logits: no saturated loss
     v = sigma[0] * (a @ w)
@@ -263,6 +274,7 @@ def test_latent_pgd_finds_the_closed_form_worst_point_of_a_linear_set():
     assert (r <= 1 + 1e-6).all() and r.min() < 0.2 and r.max() > 0.8
     assert ((start - worst).norm(dim=1) > 0.1).all()
 
+
 def test_approximation_error_shrinks_with_radius(cvae, digits):
     x, _ = digits
     x_t = P.rts(x, P.sample_rts_params(len(x), torch.Generator().manual_seed(1)))
@@ -273,19 +285,6 @@ def test_approximation_error_shrinks_with_radius(cvae, digits):
     assert torch.allclose(e0, centre, atol=1e-4)
     assert (e2 <= e0 + 1e-4).all() and e2.mean() < e0.mean()
 
-
-
-def _linear_set(d=3, c=0.2, sigma=None, seed=0):
-    """A CVAE whose set is linear: prior N(0, diag(sigma^2)), posterior at the prior mean (the search starts
-    at u = 0), generator g = x + z A with A = c Q, Q's rows orthonormal."""
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(784, d, generator=g))
-    sigma = torch.ones(1, d) if sigma is None else sigma
-    cvae = P.PerturbationCVAE(latent_dim=d, width=4, hidden=8)
-    cvae.prior = _FixedGaussian(torch.zeros(1, d), 2 * sigma.log())
-    cvae.posterior = _FixedGaussian(torch.zeros(1, d), torch.zeros(1, d))
-    cvae.generator = _LinearGenerator(c * q.T)
-    return cvae
 
 
 def test_approximation_error_is_the_distance_to_a_linear_set_in_closed_form():
